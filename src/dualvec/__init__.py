@@ -1,0 +1,51 @@
+"""dualvec: move a production vector index to sqlite-vec with no downtime and no lost write."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from dualvec.errors import (
+    BackendMissingError,
+    ConfigError,
+    DualvecError,
+    ExtensionLoadError,
+    ModelMismatchError,
+    StoreError,
+    StoreLockedError,
+    UnsupportedMetricError,
+    ValidationError,
+)
+from dualvec.filters import Filter
+from dualvec.protocol import VectorStore
+from dualvec.records import Hit, Record
+from dualvec.registry import open_store
+from dualvec.spec import CollectionSpec, FieldSpec
+from dualvec.stores.memory import MemoryStore
+from dualvec.validation import MAX_K
+
+try:
+    __version__ = version("dualvec")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "MAX_K",
+    "BackendMissingError",
+    "CollectionSpec",
+    "ConfigError",
+    "DualvecError",
+    "ExtensionLoadError",
+    "FieldSpec",
+    "Filter",
+    "Hit",
+    "MemoryStore",
+    "ModelMismatchError",
+    "Record",
+    "StoreError",
+    "StoreLockedError",
+    "UnsupportedMetricError",
+    "ValidationError",
+    "VectorStore",
+    "__version__",
+    "open_store",
+]

@@ -1,0 +1,31 @@
+"""Exact distances computed in NumPy, on the one scale every store reports (lower is closer)."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from dualvec.records import Vector
+from dualvec.spec import Metric
+
+__all__ = ["distances", "top_k"]
+
+
+def distances(matrix: npt.NDArray[np.float32], query: Vector, metric: Metric) -> npt.NDArray[np.float64]:
+    """Distances from `query` to every row, in float64 so they match any float32 backend to 1e-5."""
+    rows = matrix.astype(np.float64, copy=False)
+    q = query.astype(np.float64)
+    if metric == "l2":
+        diff = rows - q
+        return np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    dots = rows @ q
+    if metric == "dot":
+        return -dots
+    norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(q)
+    return np.clip(1.0 - dots / norms, 0.0, 2.0)
+
+
+def top_k(dist: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.intp]:
+    """Indices of the k smallest distances, closest first."""
+    candidates = np.argpartition(dist, k - 1)[:k] if k < len(dist) else np.arange(len(dist))
+    return candidates[np.argsort(dist[candidates], kind="stable")]

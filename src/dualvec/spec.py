@@ -1,0 +1,101 @@
+"""Collection specs: the one description of a collection that every store and check shares."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["NAME_PATTERN", "CollectionSpec", "FieldSpec", "FieldType", "Metric", "check_name"]
+
+Metric = Literal["cosine", "l2", "dot"]
+FieldType = Literal["str", "int", "float", "bool"]
+
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# Names a store uses for its own columns; a metadata field may not shadow them.
+RESERVED_NAMES = frozenset({"id", "vector", "embedding", "distance", "k", "rowid", "oid", "_rowid_"})
+
+
+def check_name(kind: str, name: str) -> str:
+    """Refuse any identifier that is not plain ASCII, so no name can ever alter SQL or a path."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ValueError(
+            f"{kind} {name!r} is not allowed: use 1-63 ASCII letters, digits or '_', "
+            "starting with a letter or '_'"
+        )
+    return name
+
+
+class FieldSpec(BaseModel):
+    """One metadata field: its type, whether filters may use it, and its name in an existing store."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: FieldType
+    filterable: bool = True
+    # The column or payload key in a store created without dualvec; defaults to the field name.
+    source: str | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _source_is_safe(cls, value: str | None) -> str | None:
+        return None if value is None else check_name("field source", value)
+
+
+class CollectionSpec(BaseModel):
+    """What a collection holds. Stores persist it and refuse to reopen with a different one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    dim: int = Field(gt=0, le=65536)
+    metric: Metric = "cosine"
+    model: str = Field(min_length=1)
+    fields: dict[str, FieldSpec] = Field(default_factory=dict)
+    # Column or payload names of an existing store, for wrapping data created without dualvec.
+    id_source: str = "id"
+    vector_source: str = "vector"
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_safe(cls, value: str) -> str:
+        return check_name("collection name", value)
+
+    @field_validator("id_source", "vector_source")
+    @classmethod
+    def _sources_are_safe(cls, value: str) -> str:
+        return check_name("source column", value)
+
+    @field_validator("fields")
+    @classmethod
+    def _field_names_are_safe(cls, value: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+        for name in value:
+            check_name("field name", name)
+            if name.lower() in RESERVED_NAMES:
+                raise ValueError(f"field name {name!r} is reserved; rename the field")
+        return value
+
+    @model_validator(mode="after")
+    def _sources_are_distinct(self) -> CollectionSpec:
+        sources = [self.id_source, self.vector_source, *(self.source_of(f) for f in self.fields)]
+        lowered = [s.lower() for s in sources]
+        if len(set(lowered)) != len(lowered):
+            raise ValueError(f"id, vector and field sources must be distinct, got {sources}")
+        return self
+
+    def source_of(self, field: str) -> str:
+        """The column or payload key that holds `field` in the backend."""
+        return self.fields[field].source or field
+
+    @property
+    def filterable_fields(self) -> dict[str, FieldSpec]:
+        return {n: f for n, f in self.fields.items() if f.filterable}
+
+    @property
+    def stored_fields(self) -> dict[str, FieldSpec]:
+        return {n: f for n, f in self.fields.items() if not f.filterable}
+
+    def same_layout(self, other: CollectionSpec) -> bool:
+        """Whether `other` describes the same stored data (the model is checked separately)."""
+        return self.model_copy(update={"model": other.model}) == other

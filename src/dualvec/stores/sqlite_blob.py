@@ -1,0 +1,203 @@
+"""The legacy store many apps have today: a plain SQLite table of float32 BLOBs plus metadata
+columns, searched by exact brute force in NumPy.
+
+Vectors are cached in memory so a search does not re-read the table; the cache follows this
+store's own writes row by row and is reloaded whole when `PRAGMA data_version` shows that
+another connection committed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from dualvec.distance import distances, top_k
+from dualvec.filters import Condition
+from dualvec.records import Hit, Metadata, Record, Vector
+from dualvec.spec import CollectionSpec, FieldType
+from dualvec.sqlite_driver import connect
+from dualvec.stores.base import BaseStore
+from dualvec.stores.sqlite_common import bind_spec, quote, write_transaction
+from dualvec.stores.sqlite_vec import conditions_to_sql, from_sql
+
+__all__ = ["SqliteBlobStore"]
+
+_SQL_TYPES: dict[FieldType, str] = {
+    "str": "TEXT",
+    "int": "INTEGER",
+    "float": "REAL",
+    "bool": "INTEGER",
+}
+
+
+class _VectorCache:
+    """Row-indexed float32 matrix of every vector, with O(1) upsert and delete by id."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.ids: list[str] = []
+        self.index: dict[str, int] = {}
+        self.matrix: npt.NDArray[np.float32] = np.empty((0, dim), dtype=np.float32)
+
+    def load(self, rows: list[tuple[Any, bytes]]) -> None:
+        self.ids = [str(r[0]) for r in rows]
+        self.index = {record_id: i for i, record_id in enumerate(self.ids)}
+        buffer = b"".join(r[1] for r in rows)
+        self.matrix = np.frombuffer(buffer, dtype=np.float32).reshape(len(rows), self.dim).copy()
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+    def put(self, record_id: str, vector: Vector) -> None:
+        row = self.index.get(record_id)
+        if row is None:
+            row = self.size
+            if row == len(self.matrix):
+                grown = np.empty((max(16, 2 * row), self.dim), dtype=np.float32)
+                grown[:row] = self.matrix[:row]
+                self.matrix = grown
+            self.ids.append(record_id)
+            self.index[record_id] = row
+        self.matrix[row] = vector
+
+    def remove(self, record_id: str) -> None:
+        row = self.index.pop(record_id, None)
+        if row is None:
+            return
+        last = self.size - 1
+        if row != last:
+            moved = self.ids[last]
+            self.matrix[row] = self.matrix[last]
+            self.ids[row] = moved
+            self.index[moved] = row
+        self.ids.pop()
+
+
+class SqliteBlobStore(BaseStore):
+    """Plain-table store; exact search in any metric."""
+
+    backend = "sqlite-blob"
+
+    def __init__(self, path: str | Path, spec: CollectionSpec) -> None:
+        super().__init__(spec)
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._conn = self._guard("open", connect, self.path, vec=False)
+        self._fields = [(name, spec.source_of(name), f.type) for name, f in spec.fields.items()]
+        columns = [spec.id_source, spec.vector_source, *(source for _, source, _ in self._fields)]
+        self._table = quote(spec.name)
+        self._id = quote(spec.id_source)
+        self._select = ", ".join(quote(c) for c in columns)
+        self._insert = (
+            f"INSERT OR REPLACE INTO {self._table} ({self._select}) VALUES ({', '.join('?' * len(columns))})"
+        )
+        self._cache = _VectorCache(spec.dim)
+        self._cache_version: int | None = None
+        self._guard("open", self._create)
+
+    @classmethod
+    def from_location(cls, location: str, spec: CollectionSpec) -> SqliteBlobStore:
+        return cls(location, spec)
+
+    def _create(self) -> None:
+        columns = [
+            f"{self._id} TEXT PRIMARY KEY",
+            f"{quote(self.spec.vector_source)} BLOB NOT NULL",
+        ]
+        columns += [f"{quote(source)} {_SQL_TYPES[t]}" for _, source, t in self._fields]
+        bind_spec(self._conn, self.spec)
+        with self._lock, write_transaction(self._conn):
+            self._conn.execute(f"CREATE TABLE IF NOT EXISTS {self._table} ({', '.join(columns)})")
+
+    def _data_version(self) -> int:
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def _fresh_cache(self) -> _VectorCache:
+        """The cache, reloaded if another connection committed since it was built."""
+        version = self._data_version()
+        if version != self._cache_version:
+            rows = self._conn.execute(
+                f"SELECT {self._id}, {quote(self.spec.vector_source)} FROM {self._table}"
+            ).fetchall()
+            self._cache.load(rows)
+            self._cache_version = version
+        return self._cache
+
+    def _record(self, row: tuple[Any, ...]) -> Record:
+        metadata: Metadata = {}
+        for (name, _, field_type), value in zip(self._fields, row[2:], strict=True):
+            if value is not None:
+                metadata[name] = from_sql(field_type, value)
+        return Record(str(row[0]), np.frombuffer(row[1], dtype=np.float32).copy(), metadata)
+
+    def _upsert(self, records: list[Record]) -> None:
+        rows = [
+            (r.id, r.vector.tobytes(), *(r.metadata.get(name) for name, _, _ in self._fields))
+            for r in records
+        ]
+        with self._lock:
+            with write_transaction(self._conn):
+                self._conn.executemany(self._insert, rows)
+            if self._cache_version is not None:
+                for record in records:
+                    self._cache.put(record.id, record.vector)
+
+    def _delete(self, ids: list[str]) -> None:
+        with self._lock:
+            with write_transaction(self._conn):
+                self._conn.executemany(f"DELETE FROM {self._table} WHERE {self._id} = ?", [(i,) for i in ids])
+            if self._cache_version is not None:
+                for record_id in ids:
+                    self._cache.remove(record_id)
+
+    def _get(self, ids: list[str]) -> list[Record]:
+        sql = f"SELECT {self._select} FROM {self._table} WHERE {self._id} = ?"
+        found = []
+        with self._lock:
+            for record_id in ids:
+                row = self._conn.execute(sql, (record_id,)).fetchone()
+                if row is not None:
+                    found.append(self._record(row))
+        return found
+
+    def _search(self, query: Vector, k: int, conditions: list[Condition]) -> list[Hit]:
+        with self._lock:
+            cache = self._fresh_cache()
+            if conditions:
+                where, params = conditions_to_sql(self.spec, conditions)
+                allowed = self._conn.execute(
+                    f"SELECT {self._id} FROM {self._table} WHERE {where}", params
+                ).fetchall()
+                rows = np.fromiter((cache.index[str(r[0])] for r in allowed), dtype=np.intp)
+            else:
+                rows = np.arange(cache.size)
+            if not len(rows):
+                return []
+            dist = distances(cache.matrix[rows], query, self.spec.metric)
+            best = top_k(dist, k)
+            ids = [cache.ids[rows[i]] for i in best]
+            records = {r.id: r for r in self._get(ids)}
+        return [Hit(i, float(dist[b]), records[i].metadata) for i, b in zip(ids, best, strict=True)]
+
+    def _count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute(f"SELECT count(*) FROM {self._table}").fetchone()[0])
+
+    def _scan(self, batch_size: int) -> Iterator[list[Record]]:
+        conn = connect(self.path, vec=False)
+        try:
+            cursor = conn.execute(f"SELECT {self._select} FROM {self._table}")
+            while rows := cursor.fetchmany(batch_size):
+                yield [self._record(row) for row in rows]
+        finally:
+            conn.close()
+
+    def _close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,57 @@
+"""What the SQLite-based stores share: the persisted spec and explicit write transactions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from dualvec.errors import ConfigError, ModelMismatchError
+from dualvec.spec import CollectionSpec
+
+__all__ = ["bind_spec", "quote", "write_transaction"]
+
+
+def quote(name: str) -> str:
+    """Quote an identifier that `check_name` already restricted to [A-Za-z0-9_]."""
+    return f'"{name}"'
+
+
+@contextmanager
+def write_transaction(conn: Any) -> Iterator[None]:
+    """BEGIN IMMEDIATE so the write lock is taken up front (waiting on busy_timeout) instead of
+    failing at the first write; ROLLBACK on any error so no half-written row can commit."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def bind_spec(conn: Any, spec: CollectionSpec) -> None:
+    """Record the spec on first open; refuse a later open whose spec differs."""
+    with write_transaction(conn):
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS dualvec_collections (name TEXT PRIMARY KEY, spec TEXT NOT NULL)"
+        )
+        row = conn.execute("SELECT spec FROM dualvec_collections WHERE name = ?", (spec.name,)).fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO dualvec_collections (name, spec) VALUES (?, ?)",
+                (spec.name, spec.model_dump_json()),
+            )
+            return
+    stored = CollectionSpec.model_validate(json.loads(row[0]))
+    if stored.model != spec.model:
+        raise ModelMismatchError(
+            f"collection {spec.name!r} holds embeddings of {stored.model!r}, "
+            f"opened with model {spec.model!r}; open it with the model it was built with"
+        )
+    if not stored.same_layout(spec):
+        raise ConfigError(
+            f"collection {spec.name!r} was created with a different spec: stored "
+            f"{stored.model_dump(exclude={'model'})}, given {spec.model_dump(exclude={'model'})}"
+        )
