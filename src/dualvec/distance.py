@@ -8,7 +8,7 @@ import numpy.typing as npt
 from dualvec.records import Vector
 from dualvec.spec import Metric
 
-__all__ = ["distances", "top_k"]
+__all__ = ["canonical", "distances", "same_vector", "top_k"]
 
 
 def distances(matrix: npt.NDArray[np.float32], query: Vector, metric: Metric) -> npt.NDArray[np.float64]:
@@ -29,3 +29,16 @@ def top_k(dist: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.intp]:
     """Indices of the k smallest distances, closest first."""
     candidates = np.argpartition(dist, k - 1)[:k] if k < len(dist) else np.arange(len(dist))
     return candidates[np.argsort(dist[candidates], kind="stable")]
+
+
+def canonical(vector: Vector, metric: Metric) -> Vector:
+    """The part of a vector a metric sees: in a cosine collection only the direction counts,
+    and some stores (Qdrant) keep only the normalised vector."""
+    if metric != "cosine":
+        return vector
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+def same_vector(a: Vector, b: Vector, metric: Metric, tolerance: float = 1e-6) -> bool:
+    """Whether two stored vectors are the same record as far as `metric` is concerned."""
+    return bool(np.allclose(canonical(a, metric), canonical(b, metric), rtol=tolerance, atol=tolerance))
