@@ -1,15 +1,16 @@
 """Open a store from a URL; each backend is imported only when used.
 
 ``sqlite-vec:///abs/path.db`` (absolute) or ``sqlite-vec://rel/path.db`` (relative to the
-working directory); ``memory://``. A backend whose package is missing says which extra to
-install.
+working directory); ``memory://``. Query parameters are the backend's options, e.g.
+``sqlite-vec:///data/vec.db?busy_timeout=0.5`` (seconds a write waits for SQLite's lock). A
+backend whose package is missing says which extra to install.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from dualvec.errors import BackendMissingError, ConfigError
 from dualvec.protocol import VectorStore
@@ -78,5 +79,12 @@ def open_store(url: str, spec: CollectionSpec) -> VectorStore:
         raise BackendMissingError(
             f"the {backend.scheme} backend needs {missing!r}: pip install 'dualvec[{backend.extra}]'"
         ) from exc
-    store: VectorStore = getattr(module, backend.cls).from_location(location, spec)
+    options = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+    factory = getattr(module, backend.cls).from_location
+    try:
+        store: VectorStore = factory(location, spec, **options)
+    except TypeError as exc:
+        if not options:
+            raise
+        raise ConfigError(f"store URL {url!r}: unsupported option in {sorted(options)} ({exc})") from exc
     return store

@@ -103,7 +103,13 @@ def _load_sqlite_vec(conn: Any) -> None:
     load_extension(conn, sqlite_vec.load, "sqlite-vec")
 
 
-def connect(path: str | Path, *, vec: bool = True, readonly: bool = False) -> Any:
+def connect(
+    path: str | Path,
+    *,
+    vec: bool = True,
+    readonly: bool = False,
+    busy_timeout: float = BUSY_TIMEOUT_SECONDS,
+) -> Any:
     """Open `path` in autocommit mode (callers own their transactions), WAL, busy timeout.
 
     WAL lets readers run beside one writer; with synchronous=NORMAL a committed transaction
@@ -115,12 +121,12 @@ def connect(path: str | Path, *, vec: bool = True, readonly: bool = False) -> An
         target.parent.mkdir(parents=True, exist_ok=True)
     conn = driver.module.connect(
         str(target),
-        timeout=BUSY_TIMEOUT_SECONDS,
+        timeout=busy_timeout,
         isolation_level=None,
         check_same_thread=False,
     )
     try:
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         if not readonly:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")

@@ -20,9 +20,9 @@ from dualvec.distance import distances, top_k
 from dualvec.filters import Condition
 from dualvec.records import Hit, Metadata, Record, Vector
 from dualvec.spec import CollectionSpec, FieldType
-from dualvec.sqlite_driver import connect
+from dualvec.sqlite_driver import BUSY_TIMEOUT_SECONDS, connect
 from dualvec.stores.base import BaseStore
-from dualvec.stores.sqlite_common import bind_spec, quote, write_transaction
+from dualvec.stores.sqlite_common import bind_spec, parse_seconds, quote, write_transaction
 from dualvec.stores.sqlite_vec import conditions_to_sql, from_sql
 
 __all__ = ["SqliteBlobStore"]
@@ -84,11 +84,14 @@ class SqliteBlobStore(BaseStore):
 
     backend = "sqlite-blob"
 
-    def __init__(self, path: str | Path, spec: CollectionSpec) -> None:
+    def __init__(
+        self, path: str | Path, spec: CollectionSpec, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS
+    ) -> None:
         super().__init__(spec)
         self.path = Path(path)
+        self._busy_timeout = busy_timeout
         self._lock = threading.RLock()
-        self._conn = self._guard("open", connect, self.path, vec=False)
+        self._conn = self._guard("open", connect, self.path, vec=False, busy_timeout=busy_timeout)
         self._fields = [(name, spec.source_of(name), f.type) for name, f in spec.fields.items()]
         columns = [spec.id_source, spec.vector_source, *(source for _, source, _ in self._fields)]
         self._table = quote(spec.name)
@@ -102,8 +105,10 @@ class SqliteBlobStore(BaseStore):
         self._guard("open", self._create)
 
     @classmethod
-    def from_location(cls, location: str, spec: CollectionSpec) -> SqliteBlobStore:
-        return cls(location, spec)
+    def from_location(
+        cls, location: str, spec: CollectionSpec, busy_timeout: str | None = None
+    ) -> SqliteBlobStore:
+        return cls(location, spec, busy_timeout=parse_seconds("busy_timeout", busy_timeout))
 
     def _create(self) -> None:
         columns = [
@@ -190,7 +195,7 @@ class SqliteBlobStore(BaseStore):
             return int(self._conn.execute(f"SELECT count(*) FROM {self._table}").fetchone()[0])
 
     def _scan(self, batch_size: int) -> Iterator[list[Record]]:
-        conn = connect(self.path, vec=False)
+        conn = connect(self.path, vec=False, busy_timeout=self._busy_timeout)
         try:
             cursor = conn.execute(f"SELECT {self._select} FROM {self._table}")
             while rows := cursor.fetchmany(batch_size):

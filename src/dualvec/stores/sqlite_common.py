@@ -9,8 +9,9 @@ from typing import Any
 
 from dualvec.errors import ConfigError, ModelMismatchError
 from dualvec.spec import CollectionSpec
+from dualvec.sqlite_driver import BUSY_TIMEOUT_SECONDS
 
-__all__ = ["bind_spec", "quote", "write_transaction"]
+__all__ = ["bind_spec", "parse_seconds", "quote", "write_transaction"]
 
 
 def quote(name: str) -> str:
@@ -55,3 +56,16 @@ def bind_spec(conn: Any, spec: CollectionSpec) -> None:
             f"collection {spec.name!r} was created with a different spec: stored "
             f"{stored.model_dump(exclude={'model'})}, given {spec.model_dump(exclude={'model'})}"
         )
+
+
+def parse_seconds(option: str, value: str | None) -> float:
+    """A store URL's seconds option (e.g. `?busy_timeout=0.5`), defaulting to SQLite's 30 s."""
+    if value is None:
+        return BUSY_TIMEOUT_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise ConfigError(f"store URL option {option}={value!r}: expected seconds from 0 to 3600")
+    return seconds

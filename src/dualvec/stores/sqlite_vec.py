@@ -17,9 +17,9 @@ import numpy as np
 from dualvec.filters import Condition
 from dualvec.records import Hit, Metadata, Record, Vector
 from dualvec.spec import CollectionSpec, FieldType, Metric
-from dualvec.sqlite_driver import connect
+from dualvec.sqlite_driver import BUSY_TIMEOUT_SECONDS, connect
 from dualvec.stores.base import BaseStore
-from dualvec.stores.sqlite_common import bind_spec, quote, write_transaction
+from dualvec.stores.sqlite_common import bind_spec, parse_seconds, quote, write_transaction
 
 __all__ = ["SqliteVecStore"]
 
@@ -64,11 +64,14 @@ class SqliteVecStore(BaseStore):
     backend = "sqlite-vec"
     metrics: ClassVar[frozenset[Metric]] = frozenset({"cosine", "l2"})
 
-    def __init__(self, path: str | Path, spec: CollectionSpec) -> None:
+    def __init__(
+        self, path: str | Path, spec: CollectionSpec, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS
+    ) -> None:
         super().__init__(spec)
         self.path = Path(path)
+        self._busy_timeout = busy_timeout
         self._lock = threading.RLock()
-        self._conn = self._guard("open", connect, self.path)
+        self._conn = self._guard("open", connect, self.path, busy_timeout=busy_timeout)
         self._fields = [(name, spec.source_of(name), f.type) for name, f in spec.fields.items()]
         columns = [spec.id_source, spec.vector_source, *(source for _, source, _ in self._fields)]
         self._select = ", ".join(quote(c) for c in columns)
@@ -78,8 +81,10 @@ class SqliteVecStore(BaseStore):
         self._guard("open", self._create)
 
     @classmethod
-    def from_location(cls, location: str, spec: CollectionSpec) -> SqliteVecStore:
-        return cls(location, spec)
+    def from_location(
+        cls, location: str, spec: CollectionSpec, busy_timeout: str | None = None
+    ) -> SqliteVecStore:
+        return cls(location, spec, busy_timeout=parse_seconds("busy_timeout", busy_timeout))
 
     def _create(self) -> None:
         spec = self.spec
@@ -170,7 +175,7 @@ class SqliteVecStore(BaseStore):
 
     def _scan(self, batch_size: int) -> Iterator[list[Record]]:
         # Its own connection: one consistent snapshot, and the store stays usable meanwhile.
-        conn = connect(self.path)
+        conn = connect(self.path, busy_timeout=self._busy_timeout)
         try:
             cursor = conn.execute(f"SELECT {self._select} FROM {quote(self.spec.name)}")
             while rows := cursor.fetchmany(batch_size):

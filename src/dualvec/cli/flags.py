@@ -1,0 +1,121 @@
+"""`dualvec flags show|set` and `dualvec rollback`: the operator's switches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from dualvec.cli.common import echo_json, errors_exit, settings
+from dualvec.errors import ConfigError
+from dualvec.flags import FlagSnapshot, read_flag_file, write_flag_file
+from dualvec.outbox import Outbox
+from dualvec.settings import Flags, Phase, Settings
+
+__all__ = ["flags", "rollback"]
+
+
+def current_flags(config: Settings) -> FlagSnapshot:
+    return read_flag_file(config.flag_file) or FlagSnapshot(config.flags, "settings")
+
+
+def _outbox_depth(config: Settings) -> int:
+    if not config.outbox_path.exists():
+        return 0
+    outbox = Outbox(config.outbox_path, config.collection)
+    try:
+        return outbox.stats().depth
+    finally:
+        outbox.close()
+
+
+def check_guards(config: Settings, old: Flags, new: Flags) -> None:
+    """Refuse steps that would lose data or serve unverified reads."""
+    if new.phase is Phase.TARGET_PRIMARY and old.phase is not Phase.TARGET_PRIMARY:
+        depth = _outbox_depth(config)
+        if depth:
+            raise ConfigError(
+                f"refusing phase target-primary: {depth} writes still wait in the outbox; "
+                "run `dualvec replay` until it is empty (or pass --force)"
+            )
+    if new.phase is Phase.TARGET and old.phase is not Phase.TARGET_PRIMARY:
+        raise ConfigError(
+            f"refusing phase target from {old.phase.value}: go through target-primary first (or pass --force)"
+        )
+
+
+def _show(snapshot: FlagSnapshot, as_json: bool) -> None:
+    data = {**snapshot.flags.model_dump(mode="json"), "source": snapshot.source}
+    if as_json:
+        echo_json(data)
+    else:
+        for key, value in data.items():
+            click.echo(f"{key:<15} {value}")
+
+
+@click.group()
+def flags() -> None:
+    """Show or change the live flags every dualvec process follows."""
+
+
+@flags.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+def show(as_json: bool) -> None:
+    """Print the flags in force and where they come from."""
+    config = settings()
+    with errors_exit():
+        _show(current_flags(config), as_json)
+
+
+@flags.command("set")
+@click.argument("assignments", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Skip the safety checks.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new flags as JSON.")
+def set_flags(assignments: tuple[str, ...], force: bool, as_json: bool) -> None:
+    """Set flags, e.g. `dualvec flags set read_percent=50 shadow_percent=100`.
+
+    Keys: phase (legacy, dual, target-primary, target), read_percent, shadow_percent.
+    """
+    config = settings()
+    changes: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or key not in Flags.model_fields:
+            raise click.UsageError(
+                f"{item!r}: expected KEY=VALUE with KEY one of {sorted(Flags.model_fields)}"
+            )
+        changes[key] = value
+    with errors_exit():
+        old = current_flags(config).flags
+        try:
+            new = Flags.model_validate({**old.model_dump(), **changes})
+        except ValidationError as exc:
+            raise ConfigError(
+                f"invalid flags: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}"
+            ) from exc
+        if not force:
+            check_guards(config, old, new)
+        write_flag_file(config.flag_file, new)
+        _show(FlagSnapshot(new, str(config.flag_file)), as_json)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the new flags as JSON.")
+def rollback(as_json: bool) -> None:
+    """Serve every read from legacy again (and make legacy primary again from target-primary).
+
+    No data moves: the store rolled back to never stopped receiving writes.
+    """
+    config = settings()
+    with errors_exit():
+        old = current_flags(config).flags
+        if old.phase is Phase.TARGET:
+            raise ConfigError(
+                "phase target stopped writing to legacy, so it is behind; rolling back now would "
+                "serve stale data. Set phase target-primary only after re-syncing legacy."
+            )
+        phase = Phase.DUAL if old.phase is Phase.TARGET_PRIMARY else old.phase
+        new = old.model_copy(update={"read_percent": 0.0, "phase": phase})
+        write_flag_file(config.flag_file, new)
+        _show(FlagSnapshot(new, str(config.flag_file)), as_json)

@@ -1,0 +1,65 @@
+"""Repair: make the secondary store equal to the primary for every id waiting in the outbox.
+
+For each intent the store that was the source of truth when it was written is re-read: what it
+has is upserted into the other store, what it lacks is deleted there. Replaying twice changes
+nothing more (idempotent); running it in several processes at once is safe because each batch
+holds the outbox's write lock, which live writers hold too.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import structlog
+
+from dualvec.outbox import Intent, Outbox, Role
+from dualvec.protocol import VectorStore
+
+__all__ = ["ReplayResult", "replay_once"]
+
+log = structlog.get_logger("dualvec.replay")
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    upserted: int = 0
+    deleted: int = 0
+    failed: int = 0
+
+    def __add__(self, other: ReplayResult) -> ReplayResult:
+        return ReplayResult(
+            self.upserted + other.upserted, self.deleted + other.deleted, self.failed + other.failed
+        )
+
+
+def _other(role: Role) -> Role:
+    return "target" if role == "legacy" else "legacy"
+
+
+def replay_once(outbox: Outbox, stores: dict[Role, VectorStore], limit: int) -> ReplayResult:
+    """Repair up to `limit` of the oldest intents; failures stay in the outbox for next time."""
+    result = ReplayResult()
+    with outbox.write_lock():
+        by_source: dict[Role, list[Intent]] = defaultdict(list)
+        for intent in outbox.pending(limit):
+            by_source[intent.source].append(intent)
+        for source, intents in by_source.items():
+            ids = [i.id for i in intents]
+            try:
+                found = stores[source].get(ids)
+                present = {r.id for r in found}
+                missing = [i for i in ids if i not in present]
+                secondary = stores[_other(source)]
+                if found:
+                    secondary.upsert(found)
+                if missing:
+                    secondary.delete(missing)
+                outbox.clear(ids)
+            except Exception as exc:
+                log.warning("replay_failed", source=source, ids=len(ids), error=repr(exc))
+                outbox.failed(ids, repr(exc))
+                result += ReplayResult(failed=len(ids))
+            else:
+                result += ReplayResult(upserted=len(found), deleted=len(missing))
+    return result

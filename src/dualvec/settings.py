@@ -1,0 +1,209 @@
+"""Settings: pydantic-settings with the `DUALVEC_` prefix and a TOML file.
+
+Precedence, highest first:
+
+1. the live flag file (`phase`, `read_percent`, `shadow_percent` only; see `dualvec.flags`),
+   re-read by every process while it runs, so a ramp or rollback needs no restart;
+2. keyword arguments given in code;
+3. environment variables (`DUALVEC_READ_PERCENT=10`, nested with `__`:
+   `DUALVEC_SHADOW__TIMEOUT_SECONDS=0.5`);
+4. the TOML file named by `DUALVEC_CONFIG` (default `config/dualvec.toml` when it exists);
+5. the defaults below.
+
+Every model forbids unknown keys, so a typo stops start-up with the setting's name.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from dualvec.errors import ConfigError
+from dualvec.spec import CollectionSpec, FieldSpec
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "Flags",
+    "Phase",
+    "Settings",
+    "ShadowSettings",
+    "load_settings",
+]
+
+DEFAULT_CONFIG = Path("config/dualvec.toml")
+
+
+class Phase(str, Enum):
+    """Where the migration stands; see the phase table in the README."""
+
+    LEGACY = "legacy"
+    DUAL = "dual"
+    TARGET_PRIMARY = "target-primary"
+    TARGET = "target"
+
+
+class Flags(BaseModel):
+    """The values an operator flips at run time. Frozen: a reload swaps in a new snapshot."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    phase: Phase = Phase.LEGACY
+    read_percent: float = Field(default=0.0, ge=0.0, le=100.0)
+    shadow_percent: float = Field(default=0.0, ge=0.0, le=100.0)
+
+
+class ShadowSettings(BaseModel):
+    """How shadow reads run and what counts as a mismatch (defaults suit exact stores)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workers: int = Field(default=2, ge=1, le=64)
+    max_pending: int = Field(default=64, ge=1, le=100_000)
+    timeout_seconds: float = Field(default=2.0, gt=0.0, le=60.0)
+    min_recall: float = Field(default=1.0, ge=0.0, le=1.0)
+    max_distance_delta: float = Field(default=1e-4, ge=0.0)
+    mismatch_log: Path = Path(".dualvec/mismatches.jsonl")
+
+
+class LegacyNames(BaseModel):
+    """The legacy store's own names for the id, the vector and metadata fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id_source: str | None = None
+    vector_source: str | None = None
+    fields: dict[str, str] = Field(default_factory=dict)
+
+
+class CollectionConfig(BaseModel):
+    """A collection as written in the TOML file (the name comes from its table key)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dim: int
+    metric: str = "cosine"
+    model: str
+    fields: dict[str, FieldSpec] = Field(default_factory=dict)
+    id_source: str = "id"
+    vector_source: str = "vector"
+    legacy: LegacyNames = LegacyNames()
+
+
+class Settings(BaseSettings):
+    """Everything a dualvec process needs, validated at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DUALVEC_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    phase: Phase = Phase.LEGACY
+    read_percent: float = Field(default=0.0, ge=0.0, le=100.0)
+    shadow_percent: float = Field(default=0.0, ge=0.0, le=100.0)
+    legacy_url: str = ""
+    target_url: str = ""
+    collection: str = ""
+    collections: dict[str, CollectionConfig] = Field(default_factory=dict)
+    flag_file: Path = Path(".dualvec/flags.json")
+    outbox_path: Path = Path(".dualvec/outbox.db")
+    replay_interval_seconds: float = Field(default=1.0, gt=0.0, le=3600.0)
+    replay_batch_size: int = Field(default=500, ge=1, le=100_000)
+    flag_poll_seconds: float = Field(default=0.2, gt=0.0, le=1.0)
+    shadow: ShadowSettings = ShadowSettings()
+
+    @model_validator(mode="after")
+    def _collection_is_declared(self) -> Settings:
+        if self.collection and self.collection not in self.collections:
+            raise ValueError(
+                f"collection {self.collection!r} is not declared; add [collections.{self.collection}] "
+                f"to the config file (declared: {sorted(self.collections)})"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=_config_path()),
+        )
+
+    @property
+    def flags(self) -> Flags:
+        """The flags as configured, before any flag file."""
+        return Flags(phase=self.phase, read_percent=self.read_percent, shadow_percent=self.shadow_percent)
+
+    def specs(self, name: str | None = None) -> tuple[CollectionSpec, CollectionSpec]:
+        """The (legacy, target) specs of a collection: same data, each store's own names."""
+        name = name or self.collection
+        if name not in self.collections:
+            raise ConfigError(
+                f"collection {name!r} is not declared; add [collections.{name}] to the config "
+                f"file or set DUALVEC_COLLECTION (declared: {sorted(self.collections)})"
+            )
+        config = self.collections[name]
+        base = config.model_dump(exclude={"legacy"})
+        names = config.legacy
+        unknown = sorted(set(names.fields) - set(config.fields))
+        try:
+            if unknown:
+                raise ValueError(f"legacy.fields names undeclared fields {unknown}")
+            target = CollectionSpec(name=name, **base)
+            legacy = target.model_copy(
+                update={
+                    "id_source": names.id_source or target.id_source,
+                    "vector_source": names.vector_source or target.vector_source,
+                    "fields": {
+                        field: spec.model_copy(update={"source": names.fields.get(field, spec.source)})
+                        for field, spec in target.fields.items()
+                    },
+                }
+            )
+            legacy = CollectionSpec.model_validate(legacy.model_dump())
+        except (ValidationError, ValueError) as exc:
+            raise ConfigError(f"collection {name!r}: {exc}") from exc
+        return legacy, target
+
+
+def _config_path() -> Path | None:
+    named = os.environ.get("DUALVEC_CONFIG")
+    if named:
+        return Path(named)
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings or raise `ConfigError` naming each bad setting and what it expects."""
+    path = _config_path()
+    if os.environ.get("DUALVEC_CONFIG") and path is not None and not path.exists():
+        raise ConfigError(f"DUALVEC_CONFIG={path} does not exist; point it at a TOML file")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
+            + (f" (got {error['input']!r})" if error["type"] != "missing" and "input" in error else "")
+            for error in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid settings ({path or 'no config file'}, DUALVEC_* env): {problems}"
+        ) from exc

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import pytest
+
+from dualvec.errors import ConfigError
+from dualvec.flags import FlagWatcher, read_flag_file, write_flag_file
+from dualvec.settings import Flags, Phase, load_settings
+
+TOML = """
+phase = "dual"
+read_percent = 10
+legacy_url = "sqlite-blob://legacy.db"
+target_url = "sqlite-vec://target.db"
+collection = "docs"
+
+[collections.docs]
+dim = 8
+model = "m"
+[collections.docs.fields]
+lang = { type = "str" }
+[collections.docs.legacy]
+id_source = "doc_id"
+fields = { lang = "language" }
+"""
+
+
+@pytest.fixture
+def config_file(tmp_path, monkeypatch):
+    path = tmp_path / "dualvec.toml"
+    path.write_text(TOML)
+    monkeypatch.setenv("DUALVEC_CONFIG", str(path))
+    for key in list(os.environ):
+        if key.startswith("DUALVEC_") and key != "DUALVEC_CONFIG":
+            monkeypatch.delenv(key)
+    return path
+
+
+def test_precedence_defaults_file_env_kwargs(config_file, monkeypatch):
+    settings = load_settings()
+    assert settings.phase is Phase.DUAL  # file over default
+    assert settings.read_percent == 10
+    assert settings.shadow_percent == 0  # default
+    monkeypatch.setenv("DUALVEC_READ_PERCENT", "50")
+    monkeypatch.setenv("DUALVEC_SHADOW__TIMEOUT_SECONDS", "0.5")
+    settings = load_settings()
+    assert settings.read_percent == 50  # env over file
+    assert settings.shadow.timeout_seconds == 0.5  # nested env
+    assert load_settings(read_percent=70).read_percent == 70  # code over env
+
+
+def test_specs_map_the_legacy_names(config_file):
+    legacy, target = load_settings().specs()
+    assert legacy.id_source == "doc_id"
+    assert legacy.source_of("lang") == "language"
+    assert target.source_of("lang") == "lang"
+    assert target.id_source == "id"
+    assert legacy.dim == target.dim == 8
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "named"),
+    [
+        ("DUALVEC_READ_PERCENT", "150", "read_percent"),
+        ("DUALVEC_PHASE", "dual-ish", "phase"),
+        ("DUALVEC_SHADOW__WORKERS", "0", "shadow.workers"),
+        ("DUALVEC_SHADOW__TYPO", "1", "shadow.typo"),
+    ],
+)
+def test_bad_values_name_the_setting(config_file, monkeypatch, env, value, named):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_settings()
+
+
+def test_typo_in_file_names_the_key(config_file):
+    config_file.write_text("read_percnt = 5\n" + TOML)
+    with pytest.raises(ConfigError, match="read_percnt"):
+        load_settings()
+
+
+def test_undeclared_collection(config_file, monkeypatch):
+    monkeypatch.setenv("DUALVEC_COLLECTION", "nope")
+    with pytest.raises(ConfigError, match="nope"):
+        load_settings()
+
+
+def test_flag_file_round_trip_and_refusal(tmp_path):
+    path = tmp_path / "flags.json"
+    assert read_flag_file(path) is None
+    write_flag_file(path, Flags(phase=Phase.DUAL, read_percent=25))
+    snapshot = read_flag_file(path)
+    assert snapshot.flags == Flags(phase=Phase.DUAL, read_percent=25)
+    path.write_text('{"phase": "dual", "read_percent": 2')
+    with pytest.raises(ConfigError, match="invalid"):
+        read_flag_file(path)
+    path.write_text(json.dumps({"phase": "dual", "read_percnt": 2}))
+    with pytest.raises(ConfigError, match="read_percnt"):
+        read_flag_file(path)
+
+
+def test_watcher_follows_the_file_within_a_second_and_keeps_last_good(tmp_path):
+    path = tmp_path / "flags.json"
+    changes = []
+    watcher = FlagWatcher(path, Flags(), poll_seconds=0.1, on_change=changes.append)
+    try:
+        assert watcher.current.source == "settings"
+        write_flag_file(path, Flags(phase=Phase.DUAL, read_percent=50))
+        deadline = time.monotonic() + 1.0
+        while watcher.current.flags.read_percent != 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert watcher.current.flags.read_percent == 50
+        path.write_text("{ half written")
+        time.sleep(0.4)
+        assert watcher.current.flags.read_percent == 50  # last good flags stay
+        write_flag_file(path, Flags(phase=Phase.DUAL, read_percent=0))
+        time.sleep(0.4)
+        assert watcher.current.flags.read_percent == 0
+        path.unlink()
+        time.sleep(0.4)
+        assert watcher.current.source == "settings"
+        assert [c.flags.read_percent for c in changes] == [50, 0, 0]
+    finally:
+        watcher.close()
+
+
+def test_concurrent_writers_never_leave_a_torn_file(tmp_path):
+    path = tmp_path / "flags.json"
+    stop = threading.Event()
+    errors = []
+
+    def writer(percent):
+        while not stop.is_set():
+            write_flag_file(path, Flags(phase=Phase.DUAL, read_percent=percent))
+
+    threads = [threading.Thread(target=writer, args=(p,)) for p in (10, 90)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        try:
+            snapshot = read_flag_file(path)
+        except ConfigError as exc:
+            errors.append(exc)
+        else:
+            assert snapshot is None or snapshot.flags.read_percent in (10, 90)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []
