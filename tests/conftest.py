@@ -13,3 +13,12 @@ def require(condition: bool, package: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path, monkeypatch):
+    """No test reads the repository's config/dualvec.toml or the developer's DUALVEC_* variables."""
+    for key in list(os.environ):
+        if key.startswith("DUALVEC_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)

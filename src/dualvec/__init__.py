@@ -16,6 +16,7 @@ from dualvec.errors import (
     ValidationError,
 )
 from dualvec.filters import Filter
+from dualvec.logs import configure_logging
 from dualvec.protocol import VectorStore
 from dualvec.records import Hit, Record
 from dualvec.registry import open_store
@@ -47,5 +48,6 @@ __all__ = [
     "ValidationError",
     "VectorStore",
     "__version__",
+    "configure_logging",
     "open_store",
 ]

@@ -17,12 +17,14 @@ def distances(matrix: npt.NDArray[np.float32], query: Vector, metric: Metric) ->
     q = query.astype(np.float64)
     if metric == "l2":
         diff = rows - q
-        return np.sqrt(np.einsum("ij,ij->i", diff, diff))
-    dots = rows @ q
+        squared: npt.NDArray[np.float64] = np.einsum("ij,ij->i", diff, diff)
+        return np.sqrt(squared)
+    dots: npt.NDArray[np.float64] = rows @ q
     if metric == "dot":
         return -dots
     norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(q)
-    return np.clip(1.0 - dots / norms, 0.0, 2.0)
+    cosine: npt.NDArray[np.float64] = np.clip(1.0 - dots / norms, 0.0, 2.0)
+    return cosine
 
 
 def top_k(dist: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.intp]:

@@ -28,6 +28,8 @@ from dualvec.errors import ConfigError
 from dualvec.filters import Filter, parse_filter
 from dualvec.flags import FlagSnapshot, FlagWatcher
 from dualvec.metrics import DualvecMetrics
+from dualvec.metrics import Op as MetricOp
+from dualvec.metrics import Role as MetricRole
 from dualvec.mismatch_log import MismatchLog
 from dualvec.outbox import Op, Outbox, Role
 from dualvec.protocol import VectorStore
@@ -60,12 +62,13 @@ def routing_key(key: str | None) -> Iterator[None]:
 
 def write_roles(phase: Phase) -> tuple[Role, Role | None]:
     """(primary, secondary) for a phase; secondary None when only one store is written."""
-    return {
+    roles: dict[Phase, tuple[Role, Role | None]] = {
         Phase.LEGACY: ("legacy", None),
         Phase.DUAL: ("legacy", "target"),
         Phase.TARGET_PRIMARY: ("target", "legacy"),
         Phase.TARGET: ("target", None),
-    }[phase]
+    }
+    return roles[phase]
 
 
 def _check_compatible(legacy: CollectionSpec, target: CollectionSpec) -> None:
@@ -160,7 +163,7 @@ class Router:
 
     # reads
 
-    def _timed(self, store: Role, op: str, role: str, fn: Callable[[], T]) -> T:
+    def _timed(self, store: Role, op: MetricOp, role: MetricRole, fn: Callable[[], T]) -> T:
         start = time.perf_counter()
         try:
             return fn()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, SupportsFloat, SupportsInt, cast
 
 import numpy as np
 
@@ -59,17 +59,19 @@ def check_value(where: str, field_type: FieldType, value: Any) -> Any:
     if field_type == "int":
         if isinstance(value, (float, np.floating)):
             raise ValidationError(f"{where}: expected int, got float {value!r}")
-        if not -(2**63) <= int(value) < 2**63:
+        integer = int(cast(SupportsInt, value))
+        if not -(2**63) <= integer < 2**63:
             raise ValidationError(f"{where}: int {value!r} does not fit in 64 bits")
-        return int(value)
+        return integer
     if field_type == "float":
-        number = float(value)
+        number = float(cast(SupportsFloat, value))
         if not math.isfinite(number):
             raise ValidationError(f"{where}: expected a finite float, got {value!r}")
         return number
-    if "\x00" in value:
+    text = cast(str, value)
+    if "\x00" in text:
         raise ValidationError(f"{where}: strings may not contain NUL characters")
-    return value
+    return text
 
 
 def _check_id(where: str, record_id: Any) -> str:

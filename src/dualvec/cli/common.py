@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 import click
 
 from dualvec.errors import DualvecError
+from dualvec.outbox import Role
+from dualvec.protocol import VectorStore
 from dualvec.settings import Settings, load_settings
 
 __all__ = [
@@ -51,14 +53,14 @@ def echo_json(data: Any) -> None:
 
 
 @contextmanager
-def opened_stores(config: Settings) -> Iterator[dict[str, Any]]:
+def opened_stores(config: Settings) -> Iterator[dict[Role, VectorStore]]:
     """Both stores of the configured collection, closed afterwards."""
     from dualvec.registry import open_store
 
     if not config.legacy_url or not config.target_url:
         raise click.ClickException("set legacy_url and target_url (DUALVEC_LEGACY_URL, DUALVEC_TARGET_URL)")
     legacy_spec, target_spec = config.specs()
-    stores: dict[str, Any] = {}
+    stores: dict[Role, VectorStore] = {}
     try:
         stores["legacy"] = open_store(config.legacy_url, legacy_spec)
         stores["target"] = open_store(config.target_url, target_spec)

@@ -6,9 +6,10 @@ import os
 
 import click
 
-from dualvec import __version__
+from dualvec import __version__, configure_logging
 from dualvec.cli.doctor import doctor
 from dualvec.cli.flags import flags, rollback
+from dualvec.cli.mismatches import mismatches
 from dualvec.cli.replay import replay
 from dualvec.cli.status import status
 
@@ -23,16 +24,19 @@ __all__ = ["cli", "main"]
     envvar="DUALVEC_CONFIG",
     help="TOML settings file (default: config/dualvec.toml when present).",
 )
-def cli(config: str | None) -> None:
+@click.option("--log-level", default="INFO", show_default=True, help="Log level on stderr.")
+@click.option("--log-json/--log-console", default=None, help="Log format (default: console on a terminal).")
+def cli(config: str | None, log_level: str, log_json: bool | None) -> None:
     """Migrate a vector index to sqlite-vec with dual writes, sticky read ramps and shadow reads.
 
     Exit codes: 0 ok, 1 error, 2 usage, 3 verify found differences, 130 interrupted.
     """
+    configure_logging(json=log_json, level=log_level)
     if config:
         os.environ["DUALVEC_CONFIG"] = config
 
 
-for command in (doctor, flags, rollback, replay, status):
+for command in (doctor, flags, mismatches, rollback, replay, status):
     cli.add_command(command)
 
 

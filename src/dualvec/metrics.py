@@ -1,0 +1,334 @@
+"""Prometheus metrics for a migration, built on an injected registry and never as module globals.
+
+Each metric answers one question an operator asks while ramping:
+
+=============================================  ====================================================
+question                                       metric
+=============================================  ====================================================
+How much traffic does sqlite-vec serve now?    ``dualvec_reads_total{store}``
+Is the target as fast as legacy?               ``dualvec_operation_duration_seconds{store,op,role}``
+Does the target answer like legacy?            ``dualvec_shadow_comparisons_total{outcome}``,
+                                               ``dualvec_shadow_recall``,
+                                               ``dualvec_shadow_distance_delta``
+Are we comparing the sample we asked for?      ``dualvec_shadow_dropped_total{reason}``
+Can the comparisons themselves be trusted?     ``dualvec_compare_errors_total``
+Does every write reach both stores?            ``dualvec_write_failures_total{store,op}``,
+                                               ``dualvec_outbox_depth``,
+                                               ``dualvec_outbox_oldest_age_seconds``,
+                                               ``dualvec_repairs_total{kind}``
+What is each process configured to do?         ``dualvec_flag_read_percent``,
+                                               ``dualvec_flag_shadow_percent``, ``dualvec_phase``
+Which versions are running?                    ``dualvec_build_info{version,python,sqlite_vec}``
+=============================================  ====================================================
+
+Labels come only from the small fixed sets below (never ids, tenants or query text), and every
+labelled child is created at zero up front: a series that exists before its first event lets
+``rate()`` and ``increase()`` see that first event, and dashboards show 0 rather than "no data".
+
+Multiprocess mode (gunicorn and the like): prometheus_client decides at import time, so
+``PROMETHEUS_MULTIPROC_DIR`` must be set before anything imports it; `DualvecMetrics` refuses to
+start when it was set too late, because values would silently miss the shared directory.
+`DualvecMetrics.render` then sums every process's files. Gauges declare how processes combine:
+flags, phase and build info take the largest value among live processes (during a rollback,
+"does any worker still read the target?"; during a flag change, both phases show as 1); outbox
+gauges take the most recent reading, since every process measures the same shared outbox. Live
+modes need the server to call ``prometheus_client.multiprocess.mark_process_dead(pid)`` when a
+worker exits (gunicorn's ``child_exit`` hook).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from time import perf_counter
+from typing import Literal, TypeVar, get_args
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from dualvec.errors import ConfigError
+
+__all__ = [
+    "DISTANCE_DELTA_BUCKETS",
+    "DROP_REASONS",
+    "LATENCY_BUCKETS",
+    "OPS",
+    "PHASES",
+    "RECALL_BUCKETS",
+    "ROLES",
+    "STORES",
+    "WRITE_OPS",
+    "DropReason",
+    "DualvecMetrics",
+    "Op",
+    "Phase",
+    "Role",
+    "Store",
+    "WriteOp",
+    "multiprocess_registry",
+]
+
+Store = Literal["legacy", "target"]
+Op = Literal["upsert", "delete", "get", "search", "count", "scan"]
+Role = Literal["primary", "secondary", "shadow"]
+Phase = Literal["legacy", "dual", "target-primary", "target"]
+DropReason = Literal["saturated", "timeout", "error"]
+WriteOp = Literal["upsert", "delete"]
+
+STORES: tuple[Store, ...] = get_args(Store)
+OPS: tuple[Op, ...] = get_args(Op)
+ROLES: tuple[Role, ...] = get_args(Role)
+PHASES: tuple[Phase, ...] = get_args(Phase)
+DROP_REASONS: tuple[DropReason, ...] = get_args(DropReason)
+WRITE_OPS: tuple[WriteOp, ...] = get_args(WriteOp)
+
+# 0.1 ms (an in-process lookup) to 5 s (a store in trouble), about 2.5x apart.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+# Dense near 1: exact stores should sit at 1.0, approximate ones at 0.9 and above.
+RECALL_BUCKETS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+# float32 rounding (~1e-7) up to "a different vector" (~1).
+DISTANCE_DELTA_BUCKETS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def multiprocess_registry() -> CollectorRegistry:
+    """A registry summing every process's metrics from ``PROMETHEUS_MULTIPROC_DIR``.
+
+    For an exposition endpoint in multiprocess mode, including one that builds no
+    `DualvecMetrics` of its own (a gunicorn master, a sidecar). Never register metrics in it:
+    they would be exposed twice.
+    """
+    path = _multiprocess_dir()
+    if path is None:
+        raise ConfigError("PROMETHEUS_MULTIPROC_DIR is not set; multiprocess mode is off")
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def _child(children: dict[K, V], key: K) -> V:
+    """The pre-created child for `key`; an unknown label value is a bug, said plainly."""
+    try:
+        return children[key]
+    except KeyError:
+        raise ValueError(f"label values {key!r} are not one of dualvec's fixed label sets") from None
+
+
+class DualvecMetrics:
+    """Every dualvec metric, registered in `registry` (a fresh `CollectorRegistry` when None).
+
+    Build one per process and pass it to the router; tests build their own and read samples
+    back with ``registry.get_sample_value``.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        if _multiprocess_dir() is not None and values.ValueClass is values.MutexValue:
+            raise ConfigError(
+                "PROMETHEUS_MULTIPROC_DIR was set after prometheus_client was imported, so this "
+                "process's metrics would not reach the shared directory; set it before starting Python"
+            )
+        self.registry = registry if registry is not None else CollectorRegistry()
+        reg = self.registry
+
+        duration = Histogram(
+            "dualvec_operation_duration_seconds",
+            "Time one store operation took, by store, operation and the role the store played.",
+            ["store", "op", "role"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self._duration = {
+            (s, o, r): duration.labels(store=s, op=o, role=r) for s in STORES for o in OPS for r in ROLES
+        }
+        reads = Counter(
+            "dualvec_reads",
+            "Reads answered to the caller, by the store that served them.",
+            ["store"],
+            registry=reg,
+        )
+        self._reads = {s: reads.labels(store=s) for s in STORES}
+        comparisons = Counter(
+            "dualvec_shadow_comparisons",
+            "Shadow reads compared with the served answer, by outcome.",
+            ["outcome"],
+            registry=reg,
+        )
+        self._match = comparisons.labels(outcome="match")
+        self._mismatch = comparisons.labels(outcome="mismatch")
+        self._recall = Histogram(
+            "dualvec_shadow_recall",
+            "Recall@k of the target's top-k against legacy's, one observation per comparison.",
+            buckets=RECALL_BUCKETS,
+            registry=reg,
+        )
+        self._distance_delta = Histogram(
+            "dualvec_shadow_distance_delta",
+            "Largest absolute distance difference over the ids both answers share, per comparison.",
+            buckets=DISTANCE_DELTA_BUCKETS,
+            registry=reg,
+        )
+        dropped = Counter(
+            "dualvec_shadow_dropped",
+            "Shadow reads not compared: pool saturated, candidate too slow, or candidate raised.",
+            ["reason"],
+            registry=reg,
+        )
+        self._dropped = {r: dropped.labels(reason=r) for r in DROP_REASONS}
+        self._compare_errors = Counter(
+            "dualvec_compare_errors",
+            "Failures inside shadow comparison or publishing (bugs in dualvec, not in a store).",
+            registry=reg,
+        )
+        write_failures = Counter(
+            "dualvec_write_failures",
+            "Writes a store refused, by store and operation.",
+            ["store", "op"],
+            registry=reg,
+        )
+        self._write_failures = {
+            (s, o): write_failures.labels(store=s, op=o) for s in STORES for o in WRITE_OPS
+        }
+        self._outbox_depth = Gauge(
+            "dualvec_outbox_depth",
+            "Ids whose write has not yet reached both stores.",
+            registry=reg,
+            multiprocess_mode="livemostrecent",
+        )
+        self._outbox_age = Gauge(
+            "dualvec_outbox_oldest_age_seconds",
+            "Age of the oldest pending outbox intent; 0 when the outbox is empty.",
+            registry=reg,
+            multiprocess_mode="livemostrecent",
+        )
+        repairs = Counter(
+            "dualvec_repairs",
+            "Ids the replayer copied from the primary to the secondary, by kind.",
+            ["kind"],
+            registry=reg,
+        )
+        self._repairs = {k: repairs.labels(kind=k) for k in WRITE_OPS}
+        self._read_percent = Gauge(
+            "dualvec_flag_read_percent",
+            "Percent of routing keys read from the target (0-100).",
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self._shadow_percent = Gauge(
+            "dualvec_flag_shadow_percent",
+            "Percent of reads also run on the other store and compared (0-100).",
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        phase = Gauge(
+            "dualvec_phase",
+            "1 for the migration phase in force, 0 for the others.",
+            ["phase"],
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self._phase = {p: phase.labels(phase=p) for p in PHASES}
+        build_info = Gauge(
+            "dualvec_build_info",
+            "Always 1; the labels name the running versions.",
+            ["version", "python", "sqlite_vec"],
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        build_info.labels(
+            version=_package_version("dualvec"),
+            python=platform.python_version(),
+            sqlite_vec=_package_version("sqlite-vec"),
+        ).set(1)
+
+    # latency
+
+    def observe(self, store: Store, op: Op, role: Role, seconds: float) -> None:
+        """Record one operation's duration, whether it succeeded or raised."""
+        _child(self._duration, (store, op, role)).observe(seconds)
+
+    @contextmanager
+    def time(self, store: Store, op: Op, role: Role) -> Iterator[None]:
+        """Time the block with `observe`, failures included: a slow failure is still slow."""
+        start = perf_counter()
+        try:
+            yield
+        finally:
+            self.observe(store, op, role, perf_counter() - start)
+
+    # reads and shadows
+
+    def served(self, store: Store) -> None:
+        """One read answered to the caller by `store`."""
+        _child(self._reads, store).inc()
+
+    def shadow_compared(self, *, mismatch: bool, recall: float, max_distance_delta: float | None) -> None:
+        """Publish one comparison. `max_distance_delta` is None when the answers share no id.
+
+        One delta per comparison (the worst) rather than one per id, so the histogram's count is
+        the number of comparisons and its buckets read as "share of queries worse than x".
+        """
+        (self._mismatch if mismatch else self._match).inc()
+        self._recall.observe(recall)
+        if max_distance_delta is not None:
+            self._distance_delta.observe(max_distance_delta)
+
+    def shadow_dropped(self, reason: DropReason) -> None:
+        """A shadow read that was not compared, and why."""
+        _child(self._dropped, reason).inc()
+
+    def compare_error(self) -> None:
+        """A failure inside comparison or publishing."""
+        self._compare_errors.inc()
+
+    # writes and repair
+
+    def write_failed(self, store: Store, op: WriteOp) -> None:
+        """A write (upsert or delete) that `store` refused."""
+        _child(self._write_failures, (store, op)).inc()
+
+    def set_outbox(self, depth: int, oldest_age_seconds: float) -> None:
+        """The outbox's pending ids and the age of the oldest (0 when empty)."""
+        self._outbox_depth.set(depth)
+        self._outbox_age.set(oldest_age_seconds)
+
+    def repaired(self, kind: WriteOp, n: int = 1) -> None:
+        """`n` ids the replayer repaired."""
+        _child(self._repairs, kind).inc(n)
+
+    # flags
+
+    def set_flags(self, phase: Phase, read_percent: float, shadow_percent: float) -> None:
+        """The flags this process applies now; call on start and after every flag change."""
+        current = _child(self._phase, phase)
+        for gauge in self._phase.values():
+            gauge.set(1 if gauge is current else 0)
+        self._read_percent.set(read_percent)
+        self._shadow_percent.set(shadow_percent)
+
+    # exposition
+
+    def render(self) -> bytes:
+        """The text a /metrics endpoint returns: in multiprocess mode the sum over every
+        process's files, otherwise this registry (content type:
+        ``prometheus_client.CONTENT_TYPE_LATEST``)."""
+        registry = multiprocess_registry() if _multiprocess_dir() is not None else self.registry
+        return generate_latest(registry)

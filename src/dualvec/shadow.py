@@ -1,0 +1,223 @@
+"""Shadow reads: run a read on the other store off the caller's path, compare, publish.
+
+The caller's path is sacred (as in github/scientist): `ShadowRunner.submit` does no I/O, never
+blocks and never raises; the shadow call's exceptions, its slowness and any bug in comparing or
+publishing stay in the worker, where they are counted and handed to one overridable hook.
+
+Bounds, because Python cannot kill a running thread:
+
+- At most `max_pending` shadows are queued or running. When that many are in flight the next
+  one is dropped and counted (``dualvec_shadow_dropped_total{reason="saturated"}``), never
+  queued without bound and never waited for. This bound, not the timeout, is what protects the
+  service from a candidate that hangs: a hung call holds one of `workers` threads for as long
+  as it hangs, and no more work piles up behind it.
+- A shadow call that itself takes longer than `timeout_seconds` (time spent queued does not
+  count) is a timeout: its latency is still recorded, its result is discarded and counted
+  (``reason="timeout"``), because a comparison against an answer that slow says little about
+  the query the caller made.
+
+Control and candidate follow `compare`: legacy is the control whichever store served. Before
+trusting mismatch rates, run A/A (a store against itself) to see the noise floor: concurrent
+writes landing between the served read and the shadow read are mismatches too.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from time import perf_counter
+from types import TracebackType
+from typing import Literal
+
+import structlog
+
+from dualvec.compare import CompareThresholds, Comparison, compare
+from dualvec.errors import ConfigError
+from dualvec.metrics import STORES, DualvecMetrics, Store
+from dualvec.mismatch_log import MismatchLog, MismatchSample, utc_now
+from dualvec.records import Hit
+
+__all__ = ["ErrorHook", "ShadowRunner", "Stage", "log_shadow_error"]
+
+log = structlog.get_logger("dualvec.shadow")
+
+Stage = Literal["submit", "call", "compare", "publish"]
+ErrorHook = Callable[[Stage, str, Exception], None]
+"""Called with the stage that failed, the query id and the exception; its own errors are logged."""
+
+
+def log_shadow_error(stage: Stage, query_id: str, exc: Exception) -> None:
+    """The default hook: one structlog event with the traceback."""
+    log.warning("shadow_failed", stage=stage, query_id=query_id, exc_info=exc)
+
+
+@dataclass(frozen=True)
+class _Job:
+    served_store: Store
+    served_hits: tuple[Hit, ...]
+    other_store: Store
+    run_other: Callable[[], Sequence[Hit]]
+    k: int
+    query_id: str
+    routing_key_hash: str | None
+
+
+class ShadowRunner:
+    """A bounded pool of shadow reads; see the module docstring for the guarantees.
+
+    Counting does not depend on the hook: a failed shadow call is counted as
+    ``dualvec_shadow_dropped_total{reason="error"}`` and a failure in submit, compare or publish
+    as ``dualvec_compare_errors_total`` before `on_error` sees it, so a custom hook cannot blind
+    the dashboards.
+    """
+
+    def __init__(
+        self,
+        *,
+        metrics: DualvecMetrics,
+        mismatch_log: MismatchLog,
+        workers: int = 2,
+        max_pending: int = 64,
+        timeout_seconds: float = 2.0,
+        thresholds: CompareThresholds | None = None,
+        on_error: ErrorHook = log_shadow_error,
+    ) -> None:
+        if workers < 1 or max_pending < 1 or timeout_seconds <= 0:
+            raise ConfigError(
+                f"shadow needs workers >= 1, max_pending >= 1 and timeout_seconds > 0; got "
+                f"{workers}, {max_pending}, {timeout_seconds}"
+            )
+        self._metrics = metrics
+        self._mismatch_log = mismatch_log
+        self._timeout = timeout_seconds
+        self._thresholds = thresholds or CompareThresholds()
+        self._on_error = on_error
+        self._slots = threading.BoundedSemaphore(max_pending)
+        self._closed = False
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dualvec-shadow")
+
+    def submit(
+        self,
+        *,
+        served_store: Store,
+        served_hits: Sequence[Hit],
+        other_store: Store,
+        run_other: Callable[[], Sequence[Hit]],
+        k: int,
+        query_id: str,
+        routing_key_hash: str | None = None,
+    ) -> bool:
+        """Queue a shadow read; False when it was dropped (saturated, closed, or bad arguments).
+
+        Structlog context variables bound by the caller (collection, request id) follow the job
+        into the worker.
+        """
+        try:
+            if {served_store, other_store} != set(STORES):
+                raise ValueError(f"need one legacy and one target store: {served_store!r}, {other_store!r}")
+            job = _Job(
+                served_store, tuple(served_hits), other_store, run_other, k, query_id, routing_key_hash
+            )
+            with self._lock:  # so that close() cannot shut the pool between the check and submit
+                if self._closed:
+                    return False
+                if not self._slots.acquire(blocking=False):
+                    self._metrics.shadow_dropped("saturated")
+                    return False
+                try:
+                    self._pool.submit(contextvars.copy_context().run, self._run, job)
+                except BaseException:
+                    self._slots.release()
+                    raise
+            return True
+        except Exception as exc:  # a router bug must not fail the read either
+            self._failed("submit", query_id, exc)
+            return False
+
+    def close(self, wait: bool = True) -> None:
+        """Stop accepting shadows; with `wait`, let those queued finish, else cancel them."""
+        with self._lock:
+            self._closed = True
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+    def __enter__(self) -> ShadowRunner:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _run(self, job: _Job) -> None:
+        try:
+            self._shadow(job)
+        finally:
+            self._slots.release()
+
+    def _shadow(self, job: _Job) -> None:
+        start = perf_counter()
+        try:
+            other_hits = tuple(job.run_other())
+        except Exception as exc:
+            self._metrics.observe(job.other_store, "search", "shadow", perf_counter() - start)
+            self._metrics.shadow_dropped("error")
+            self._failed("call", job.query_id, exc)
+            return
+        elapsed = perf_counter() - start
+        stage: Stage = "publish"
+        try:
+            self._metrics.observe(job.other_store, "search", "shadow", elapsed)
+            if elapsed > self._timeout:
+                self._metrics.shadow_dropped("timeout")
+                return
+            if job.served_store == "legacy":
+                legacy, target = job.served_hits, other_hits
+            else:
+                legacy, target = other_hits, job.served_hits
+            stage = "compare"
+            comparison = compare(legacy, target, job.k, self._thresholds)
+            stage = "publish"
+            self._publish(job, comparison, legacy, target)
+        except Exception as exc:
+            self._failed(stage, job.query_id, exc)
+
+    def _publish(
+        self, job: _Job, comparison: Comparison, legacy: tuple[Hit, ...], target: tuple[Hit, ...]
+    ) -> None:
+        self._metrics.shadow_compared(
+            mismatch=comparison.mismatch,
+            recall=comparison.recall,
+            max_distance_delta=comparison.max_distance_delta,
+        )
+        if comparison.mismatch:
+            self._mismatch_log.record(
+                MismatchSample(
+                    timestamp=utc_now(),
+                    query_id=job.query_id,
+                    routing_key_hash=job.routing_key_hash,
+                    served_store=job.served_store,
+                    k=job.k,
+                    recall=comparison.recall,
+                    rank_agreement=comparison.rank_agreement,
+                    max_distance_delta=comparison.max_distance_delta,
+                    reasons=comparison.reasons,
+                    legacy=tuple(Hit(h.id, h.distance) for h in legacy[: job.k]),
+                    target=tuple(Hit(h.id, h.distance) for h in target[: job.k]),
+                )
+            )
+
+    def _failed(self, stage: Stage, query_id: str, exc: Exception) -> None:
+        """Count (unless the shadow call itself failed, counted as a drop), then call the hook."""
+        try:
+            if stage != "call":
+                self._metrics.compare_error()
+            self._on_error(stage, query_id, exc)
+        except Exception as hook_exc:
+            log.error("shadow_error_hook_failed", stage=stage, query_id=query_id, exc_info=hook_exc)

@@ -1,0 +1,141 @@
+"""What one Qdrant local-mode folder holds for dualvec: its one client, and the bound specs.
+
+Local mode locks its folder exclusively: a second `QdrantClient(path=...)` fails even inside the
+same process. Every store this process opens on a folder therefore borrows one shared client
+(with a lock that serialises calls, since local mode is not thread-safe) and gives it back on
+close; the last one out closes the client, which releases the folder. A folder that another
+process holds raises `StoreLockedError` naming it.
+
+Each collection's spec is kept beside Qdrant's files, in ``dualvec/<collection>.json``, so a
+reopen with another model or layout is refused, as the SQLite stores refuse it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import portalocker
+from qdrant_client import QdrantClient
+from qdrant_client.models import ExtendedPointId
+
+from dualvec.errors import ConfigError, ModelMismatchError, StoreLockedError
+from dualvec.spec import CollectionSpec
+
+__all__ = ["SharedClient", "bind_spec", "borrow", "check_bound_spec", "give_back"]
+
+# qdrant-client's own lock file inside the folder (qdrant_client/local/qdrant_local.py).
+_LOCK_FILE = ".lock"
+_SPEC_DIR = "dualvec"
+
+
+@dataclass
+class SharedClient:
+    """The folder's client, the lock every call on it takes, and per-collection id maps."""
+
+    folder: Path
+    client: QdrantClient
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    users: int = 0
+    # collection name -> caller id -> point id; see qdrant_local for why it lives here.
+    point_ids: dict[str, dict[str, ExtendedPointId]] = field(default_factory=dict)
+
+
+_OPEN: dict[Path, SharedClient] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _held_elsewhere(folder: Path) -> bool:
+    """Whether some other client holds the folder's lock: try to take it, and let go at once."""
+    lock_file = folder / _LOCK_FILE
+    if not lock_file.exists():
+        return False
+    with lock_file.open("a") as handle:
+        try:
+            portalocker.lock(handle, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING)
+        except portalocker.exceptions.LockException:
+            return True
+        portalocker.unlock(handle)
+    return False
+
+
+def _locked(folder: Path) -> StoreLockedError:
+    return StoreLockedError(
+        f"qdrant-local folder {folder} is locked: another process (or a QdrantClient outside "
+        "dualvec in this process) has it open, and Qdrant's local mode lets only one client use a "
+        "folder at a time. Close that store or stop that process, then retry; for concurrent "
+        "access run a Qdrant server instead"
+    )
+
+
+def _open_client(folder: Path) -> QdrantClient:
+    # Checked first because a client that fails on the lock has already opened every
+    # collection's storage, and leaks those files.
+    if _held_elsewhere(folder):
+        raise _locked(folder)
+    try:
+        # Safe: every call goes through SharedClient.lock. Needed where SQLite is built with
+        # THREADSAFE=2 (macOS), or a router's shadow-read thread could not use the store.
+        return QdrantClient(path=str(folder), force_disable_check_same_thread=True)
+    except RuntimeError as exc:
+        if _held_elsewhere(folder):
+            raise _locked(folder) from exc
+        raise
+
+
+def borrow(folder: Path) -> SharedClient:
+    """The folder's shared client, opened if this process has none yet."""
+    folder = folder.resolve()
+    with _OPEN_LOCK:
+        shared = _OPEN.get(folder)
+        if shared is None:
+            shared = SharedClient(folder, _open_client(folder))
+            _OPEN[folder] = shared
+        shared.users += 1
+        return shared
+
+
+def give_back(shared: SharedClient) -> None:
+    """Return a borrowed client; the last user closes it, releasing the folder's lock."""
+    with _OPEN_LOCK:
+        shared.users -= 1
+        if shared.users > 0:
+            return
+        del _OPEN[shared.folder]
+        # Closed under _OPEN_LOCK so that a concurrent borrow cannot meet the lock still held.
+        with shared.lock:
+            shared.client.close()
+
+
+def _spec_path(folder: Path, name: str) -> Path:
+    return folder / _SPEC_DIR / f"{name}.json"
+
+
+def check_bound_spec(folder: Path, spec: CollectionSpec) -> bool:
+    """Refuse `spec` if its collection was bound to another; return whether one was bound."""
+    path = _spec_path(folder, spec.name)
+    if not path.exists():
+        return False
+    stored = CollectionSpec.model_validate_json(path.read_text(encoding="utf-8"))
+    if stored.model != spec.model:
+        raise ModelMismatchError(
+            f"collection {spec.name!r} holds embeddings of {stored.model!r}, but was opened with "
+            f"model {spec.model!r}; open it with the model it was built with"
+        )
+    if not stored.same_layout(spec):
+        raise ConfigError(
+            f"collection {spec.name!r} was bound to a different spec: stored "
+            f"{stored.model_dump(exclude={'model'})}, given {spec.model_dump(exclude={'model'})}"
+        )
+    return True
+
+
+def bind_spec(folder: Path, spec: CollectionSpec) -> None:
+    """Store `spec` as the one its collection is bound to."""
+    path = _spec_path(folder, spec.name)
+    path.parent.mkdir(exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    partial.write_text(spec.model_dump_json(indent=2), encoding="utf-8")
+    os.replace(partial, path)  # atomic: a crash leaves no file or a whole one, never half of one

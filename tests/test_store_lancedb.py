@@ -1,0 +1,268 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+import pytest
+from lancedb.index import IvfPq
+
+from dualvec import CollectionSpec, ConfigError, FieldSpec, ModelMismatchError, Record, StoreError, open_store
+from dualvec.distance import distances, top_k
+from dualvec.testing.conformance import PersistentStoreConformance
+from dualvec.testing.data import make_records, sample_spec
+
+DIM = 16
+
+
+class TestLanceDBStore(PersistentStoreConformance):
+    @pytest.fixture
+    def open_collection(self, tmp_path):
+        return lambda spec: open_store(f"lancedb://{tmp_path}/lance", spec)
+
+
+@pytest.fixture
+def url(tmp_path):
+    return f"lancedb://{tmp_path}/lance"
+
+
+def run_in_lockstep(url: str, rounds: int, *scripts: str) -> None:
+    """Run each script in its own Python process with the store open. A script calls `step()` before
+    each of its `rounds` rounds; no process starts a round before all have reached it."""
+    prelude = textwrap.dedent(
+        f"""
+        import sys
+        from dualvec import Record, open_store
+        from dualvec.testing.data import make_records, sample_spec
+        store = open_store({url!r}, sample_spec(dim={DIM}))
+        def step():
+            print("ready", flush=True)
+            sys.stdin.readline()
+        """
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", prelude + textwrap.dedent(script)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for script in scripts
+    ]
+    for _ in range(rounds):
+        for proc in procs:
+            assert proc.stdout.readline() == "ready\n", proc.communicate()[1]
+        for proc in procs:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+
+
+# Both processes insert the same 20 new ids in each round (an id inserted twice at once is what
+# duplicates without a primary key), then both replace all 200 at once.
+UPSERT_ROUNDS = """
+records = make_records(200, {dim}, seed={seed})
+for start in range(0, 200, 20):
+    step()
+    store.upsert(records[start : start + 20])
+step()
+store.upsert(records)
+"""
+
+
+def test_concurrent_upserts_from_two_processes_leave_no_duplicates(url):
+    # Both processes also create the collection at once: the folder starts empty.
+    run_in_lockstep(url, 11, UPSERT_ROUNDS.format(dim=DIM, seed=1), UPSERT_ROUNDS.format(dim=DIM, seed=2))
+    store = open_store(url, sample_spec(dim=DIM))
+    scanned = [r for batch in store.scan(batch_size=50) for r in batch]
+    assert len(scanned) == len({r.id for r in scanned}) == 200
+    assert store.count() == 200
+    # Each record is whole: one writer's vector with that writer's metadata.
+    first, second = make_records(200, DIM, seed=1), make_records(200, DIM, seed=2)
+    by_id = {r.id: r for r in scanned}
+    assert all(by_id[a.id] in (a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_reader_sees_another_process_writes_without_reopening(url):
+    store = open_store(url, sample_spec(dim=DIM))
+    store.upsert(make_records(3, DIM, prefix="mine-"))
+    assert store.count() == 3
+    run_in_lockstep(
+        url,
+        1,
+        """
+        step()
+        store.upsert(make_records(5, 16, seed=9, prefix="theirs-"))
+        store.delete(["mine-0"])
+        """,
+    )
+    assert store.count() == 7
+    assert [r.id for r in store.get(["theirs-4", "mine-0"])] == ["theirs-4"]
+    theirs = make_records(5, DIM, seed=9, prefix="theirs-")
+    assert store.search(theirs[2].vector, k=1)[0].id == "theirs-2"
+    assert sum(len(batch) for batch in store.scan(batch_size=4)) == 7
+
+
+HOSTILE_IDS = ["x' OR '1'='1", "x') OR true --", 'x" OR 1=1', "x\\", "x\\' OR 'a'='a", "%", "*", "`x`"]
+
+
+def test_hostile_ids_delete_only_themselves(url):
+    store = open_store(url, sample_spec(dim=DIM))
+    records = make_records(20, DIM)
+    templates = make_records(len(HOSTILE_IDS), DIM, seed=1)
+    store.upsert([Record(i, r.vector, r.metadata) for i, r in zip(HOSTILE_IDS, templates, strict=True)])
+    store.upsert(records)
+    store.delete(["x' OR '1'='1 ", "x", "' OR ''='"])  # near misses match nothing
+    total = len(HOSTILE_IDS) + len(records)
+    assert store.count() == total
+    for gone, hostile in enumerate(HOSTILE_IDS, start=1):
+        store.delete([hostile])
+        assert store.get([hostile]) == []
+        assert store.count() == total - gone
+    assert sorted(r.id for batch in store.scan() for r in batch) == sorted(r.id for r in records)
+
+
+def test_ann_index_makes_search_approximate_with_high_recall(url, tmp_path):
+    dim, n = 32, 3000
+    spec = sample_spec(dim=dim)
+    records = make_records(n, dim, seed=3)
+    store = open_store(url, spec)
+    store.upsert(records)
+    assert store.exact is True
+    table = lancedb.connect(tmp_path / "lance").open_table(spec.name)
+    table.create_index("vector", config=IvfPq(distance_type="l2", num_partitions=8, num_sub_vectors=8))
+    store.search(records[0].vector, k=1)
+    assert store.exact is True, "LanceDB scans when the index's metric is not the query's"
+    table.create_index(
+        "vector", config=IvfPq(distance_type="cosine", num_partitions=8, num_sub_vectors=8), replace=True
+    )
+    matrix = np.stack([r.vector for r in records])
+    row_of = {r.id: row for row, r in enumerate(records)}
+    recalls = []
+    for query in np.random.default_rng(4).standard_normal((20, dim)).astype(np.float32):
+        truth = distances(matrix, query, "cosine")
+        want = {records[i].id for i in top_k(truth, 10)}
+        hits = store.search(query, k=10)
+        recalls.append(len(want & {h.id for h in hits}) / 10)
+        for hit in hits:  # refined on the full vectors, so exact whatever PQ estimated
+            assert hit.distance == pytest.approx(truth[row_of[hit.id]], abs=1e-5)
+    assert store.exact is False
+    assert np.mean(recalls) >= 0.9
+
+
+def existing_table(tmp_path, n: int = 60) -> tuple[list[dict], np.ndarray]:
+    """A table laid out as an application made it with LanceDB's own client, nullable id and all."""
+    vectors = np.random.default_rng(5).standard_normal((n, 8)).astype(np.float32)
+    rows = [
+        {
+            "doc_id": f"d{i}",
+            "embedding": vectors[i].tolist(),
+            "category": "ab"[i % 2],
+            "year": 2000 + i % 25,
+            "body": f"text {i}",
+        }
+        for i in range(n)
+    ]
+    lancedb.connect(tmp_path / "lance").create_table("legacy", data=rows)
+    return rows, vectors
+
+
+WRAPPED = CollectionSpec(
+    name="legacy",
+    dim=8,
+    metric="l2",
+    model="their-embedder",
+    id_source="doc_id",
+    vector_source="embedding",
+    fields={"kind": FieldSpec(type="str", source="category"), "year": FieldSpec(type="int")},
+)
+
+
+def test_wraps_a_table_made_without_dualvec(url, tmp_path):
+    rows, vectors = existing_table(tmp_path)
+    store = open_store(url, WRAPPED)
+    assert store.count() == len(rows)
+    (got,) = store.get(["d7"])
+    assert np.array_equal(got.vector, vectors[7])
+    assert got.metadata == {"kind": "b", "year": 2007}
+
+    query = vectors[3] + 0.1
+    hits = store.search(query, k=5, filter={"kind": "b", "year": {"$gte": 2010}})
+    eligible = [i for i, row in enumerate(rows) if row["category"] == "b" and row["year"] >= 2010]
+    truth = distances(vectors[eligible], query, "l2")
+    assert [h.id for h in hits] == [rows[eligible[i]]["doc_id"] for i in top_k(truth, 5)]
+    assert [h.distance for h in hits] == pytest.approx(sorted(truth)[:5], abs=1e-5)
+
+    scanned = {r.id: r for batch in store.scan(batch_size=16) for r in batch}
+    assert sorted(scanned) == sorted(row["doc_id"] for row in rows)
+    assert scanned["d8"].metadata == {"kind": "a", "year": 2008}
+
+    store.upsert(
+        [
+            Record("d1", np.ones(8, np.float32), {"kind": "c", "year": 1999}),
+            Record("new", np.full(8, 2.0, np.float32), {"kind": "a", "year": 2030}),
+        ]
+    )
+    assert store.count() == len(rows) + 1
+    assert store.search(np.ones(8, np.float32), k=1, filter={"kind": "c"})[0].id == "d1"
+    theirs = lancedb.connect(tmp_path / "lance").open_table("legacy").to_arrow().to_pylist()
+    by_id = {row["doc_id"]: row for row in theirs}
+    assert by_id["d1"] == {
+        "doc_id": "d1",
+        "embedding": [1.0] * 8,
+        "category": "c",
+        "year": 1999,
+        "body": "text 1",
+    }
+    assert by_id["new"]["body"] is None  # columns the spec does not name are left alone
+
+    store.close()
+    with pytest.raises(ModelMismatchError, match="their-embedder"):
+        open_store(url, WRAPPED.model_copy(update={"model": "another"}))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"id_source": "uid"}, "no column 'uid'"),
+        ({"dim": 9}, "fixed_size_list<float>\\[9\\]"),
+        ({"fields": {"year": FieldSpec(type="str")}}, "column 'year' is int64"),
+    ],
+)
+def test_wrapping_refuses_columns_that_do_not_fit(url, tmp_path, change, message):
+    existing_table(tmp_path, n=3)
+    with pytest.raises(ConfigError, match=message):
+        open_store(url, WRAPPED.model_copy(update=change))
+    # Nothing was bound, so the right spec still opens it.
+    assert open_store(url, WRAPPED).count() == 3
+
+
+def test_spec_travels_in_the_table_schema(url, tmp_path):
+    spec = sample_spec(dim=DIM)
+    open_store(url, spec).close()
+    schema = lancedb.connect(tmp_path / "lance").open_table(spec.name).schema
+    assert schema.field("id").nullable is False
+    assert CollectionSpec.model_validate_json(schema.field("id").metadata[b"dualvec.spec"]) == spec
+    assert schema.field("vector").type == pa.list_(pa.float32(), DIM)
+
+
+def test_source_names_lancedb_reserves_are_refused(url):
+    spec = sample_spec(dim=DIM).model_copy(update={"fields": {"_distance": FieldSpec(type="float")}})
+    with pytest.raises(ConfigError, match="reserves"):
+        open_store(url, spec)
+
+
+def test_rows_without_a_vector_fail_loudly(url, tmp_path):
+    rows, _ = existing_table(tmp_path, n=3)
+    lancedb.connect(tmp_path / "lance").open_table("legacy").add(
+        [{**rows[0], "doc_id": "hole", "embedding": None}]
+    )
+    store = open_store(url, WRAPPED)
+    with pytest.raises(StoreError, match="no vector"):
+        list(store.scan())
