@@ -1,45 +1,13 @@
-"""Test helpers that cause real conditions: a SQLite lock held by another process, and a
-comparison of what two stores hold."""
+"""Test helpers: a comparison of what two stores hold (and the real lock fault, re-exported)."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 
 from dualvec.distance import canonical
+from dualvec.testing.faults import sqlite_locked
 
-LOCK_HOLDER = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
-conn.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-sys.stdin.readline()
-conn.execute("ROLLBACK")
-"""
-
-
-@contextmanager
-def sqlite_locked(path: Path) -> Iterator[None]:
-    """Another process holds an exclusive lock on the database: its writers fail for real."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", LOCK_HOLDER, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        yield
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
-        holder.stdout.close()
-
+__all__ = ["assert_same_contents", "contents", "sqlite_locked"]
 
 def contents(store) -> dict[str, tuple[tuple[float, ...], tuple]]:
     """Every record of a store, comparable across stores (vectors rounded, cosine by direction)."""

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -43,25 +44,29 @@ def run_in_lockstep(url: str, rounds: int, *scripts: str) -> None:
             sys.stdin.readline()
         """
     )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", prelude + textwrap.dedent(script)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for script in scripts
-    ]
-    for _ in range(rounds):
+    with contextlib.ExitStack() as stack:
+        procs = [
+            stack.enter_context(
+                subprocess.Popen(
+                    [sys.executable, "-c", prelude + textwrap.dedent(script)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+            for script in scripts
+        ]
+        stack.callback(lambda: [proc.kill() for proc in procs])  # if one fails, stop the others
+        for _ in range(rounds):
+            for proc in procs:
+                assert proc.stdout.readline() == "ready\n", proc.communicate()[1]
+            for proc in procs:
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
         for proc in procs:
-            assert proc.stdout.readline() == "ready\n", proc.communicate()[1]
-        for proc in procs:
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-    for proc in procs:
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
 
 
 # Both processes insert the same 20 new ids in each round (an id inserted twice at once is what
@@ -221,6 +226,9 @@ def test_wraps_a_table_made_without_dualvec(url, tmp_path):
         "body": "text 1",
     }
     assert by_id["new"]["body"] is None  # columns the spec does not name are left alone
+    id_field = lancedb.connect(tmp_path / "lance").open_table("legacy").schema.field("doc_id")
+    assert id_field.nullable is False  # made so to carry the primary key
+    assert CollectionSpec.model_validate_json(id_field.metadata[b"dualvec.spec"]) == WRAPPED
 
     store.close()
     with pytest.raises(ModelMismatchError, match="their-embedder"):
@@ -243,11 +251,22 @@ def test_wrapping_refuses_columns_that_do_not_fit(url, tmp_path, change, message
     assert open_store(url, WRAPPED).count() == 3
 
 
+def test_wraps_a_table_that_already_has_its_primary_key(url, tmp_path):
+    existing_table(tmp_path, n=3)
+    table = lancedb.connect(tmp_path / "lance").open_table("legacy")
+    table.alter_columns({"path": "doc_id", "nullable": False})
+    table.set_unenforced_primary_key("doc_id")
+    store = open_store(url, WRAPPED)
+    store.upsert([Record("d0", np.ones(8, np.float32), {"kind": "z", "year": 1})])
+    assert store.count() == 3
+
+
 def test_spec_travels_in_the_table_schema(url, tmp_path):
     spec = sample_spec(dim=DIM)
     open_store(url, spec).close()
     schema = lancedb.connect(tmp_path / "lance").open_table(spec.name).schema
     assert schema.field("id").nullable is False
+    assert schema.field("id").metadata[b"lance-schema:unenforced-primary-key"] == b"true"
     assert CollectionSpec.model_validate_json(schema.field("id").metadata[b"dualvec.spec"]) == spec
     assert schema.field("vector").type == pa.list_(pa.float32(), DIM)
 

@@ -11,6 +11,7 @@ from dualvec.cli.doctor import doctor
 from dualvec.cli.flags import flags, rollback
 from dualvec.cli.mismatches import mismatches
 from dualvec.cli.replay import replay
+from dualvec.cli.serve import serve
 from dualvec.cli.status import status
 
 __all__ = ["cli", "main"]
@@ -36,7 +37,7 @@ def cli(config: str | None, log_level: str, log_json: bool | None) -> None:
         os.environ["DUALVEC_CONFIG"] = config
 
 
-for command in (doctor, flags, mismatches, rollback, replay, status):
+for command in (doctor, flags, mismatches, rollback, replay, serve, status):
     cli.add_command(command)
 
 

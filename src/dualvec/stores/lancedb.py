@@ -39,6 +39,8 @@ from dualvec.stores.base import BaseStore
 __all__ = ["LanceDBStore"]
 
 _SPEC_KEY = "dualvec.spec"
+# Lance's field-metadata flag for an unenforced primary key (what set_unenforced_primary_key writes).
+_PRIMARY_KEY = "lance-schema:unenforced-primary-key"
 # PQ and SQ indexes rank by compressed vectors. Re-ranking k x _REFINE_FACTOR candidates on the
 # full vectors keeps recall high and makes `_distance` exact, as the one distance scale needs.
 _REFINE_FACTOR = 10
@@ -128,10 +130,13 @@ class LanceDBStore(BaseStore):
         return cls(location, spec)
 
     def _open_table(self) -> LanceTable:
-        """The collection's table, created with dualvec's layout if the folder has none yet."""
+        """The collection's table. A new one is created bound, in one atomic commit: its id column
+        carries the primary key flag and the spec, so processes racing to create it cannot
+        leave it half set up."""
+        identity = {_PRIMARY_KEY: "true", _SPEC_KEY: self.spec.model_dump_json()}
         schema = pa.schema(
             [
-                pa.field(self.spec.id_source, pa.string(), nullable=False),
+                pa.field(self.spec.id_source, pa.string(), nullable=False, metadata=identity),
                 pa.field(self.spec.vector_source, pa.list_(pa.float32(), self.spec.dim), nullable=False),
                 *(
                     pa.field(source, _ARROW_TYPES[self.spec.fields[name].type])
@@ -149,26 +154,24 @@ class LanceDBStore(BaseStore):
         return cast(LanceTable, table)  # what a local connection opens
 
     def _bind(self) -> None:
-        """Check and bind a table that holds no spec yet; compare with the one it holds."""
+        """Compare with the spec the table holds; bind a table made without dualvec."""
         schema = self._table.schema
-        raw = (
-            (schema.field(self.spec.id_source).metadata or {}).get(_SPEC_KEY.encode())
-            if self.spec.id_source in schema.names
-            else None
-        )
-        if raw is not None:
-            check_same_spec(CollectionSpec.model_validate_json(raw), self.spec)
+        id_source = self.spec.id_source
+        metadata = (schema.field(id_source).metadata or {}) if id_source in schema.names else {}
+        if _SPEC_KEY.encode() in metadata:
+            check_same_spec(CollectionSpec.model_validate_json(metadata[_SPEC_KEY.encode()]), self.spec)
             return
         self._check_columns(schema)
-        # The primary key is what stops concurrent upserts duplicating ids; Lance wants it non-null.
-        if schema.field(self.spec.id_source).nullable:
-            # lancedb 0.40 annotates each alteration as Iterable[dict]; it is one dict.
-            alteration = {"path": self.spec.id_source, "nullable": False}
-            self._table.alter_columns(alteration)  # type: ignore[arg-type]
-        self._table.set_unenforced_primary_key(self.spec.id_source)
-        # Written last: a table holding a spec is fully set up.
+        # The key is what stops concurrent upserts duplicating ids. Lance wants it non-null and
+        # refuses to set it twice.
+        if not any(key.startswith(_PRIMARY_KEY.encode()) for key in metadata):
+            if schema.field(id_source).nullable:
+                # lancedb 0.40 annotates each alteration as Iterable[dict]; it is one dict.
+                alteration = {"path": id_source, "nullable": False}
+                self._table.alter_columns(alteration)  # type: ignore[arg-type]
+            self._table.set_unenforced_primary_key(id_source)
         self._table.update_field_metadata(
-            {"path": self.spec.id_source, "metadata": {_SPEC_KEY: self.spec.model_dump_json()}}
+            {"path": id_source, "metadata": {_SPEC_KEY: self.spec.model_dump_json()}}
         )
 
     def _check_columns(self, schema: pa.Schema) -> None:
