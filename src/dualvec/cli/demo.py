@@ -20,7 +20,8 @@ def _fmt(value: float | None) -> str:
 
 def print_report(report: DemoReport) -> None:
     click.echo(
-        f"\ndualvec demo: {report.records} x {report.dim} legacy LanceDB -> sqlite-vec, live traffic throughout"
+        f"\ndualvec demo: {report.records} x {report.dim} legacy LanceDB -> sqlite-vec, "
+        "live traffic throughout"
     )
     click.echo(f"legacy built in {report.build_seconds:.1f} s; backfill: {report.backfill}")
     header = (
@@ -36,8 +37,8 @@ def print_report(report: DemoReport) -> None:
             f"{_fmt(p.p50_ms['legacy']):>6}/{_fmt(p.p50_ms['target']):<6} "
             f"{_fmt(p.p95_ms['legacy']):>6}/{_fmt(p.p95_ms['target']):<6} "
             f"{p.writes:>6} {p.caller_errors:>6} "
-            f"{p.shadow_compared:>6} {p.mismatches:>5} {recall:>6} {p.secondary_write_failures:>8} {p.repairs:>7}"
-            + (f"  {p.notes}" if p.notes else "")
+            f"{p.shadow_compared:>6} {p.mismatches:>5} {recall:>6} "
+            f"{p.secondary_write_failures:>8} {p.repairs:>7}" + (f"  {p.notes}" if p.notes else "")
         )
     for label, result in report.verifies.items():
         click.echo(f"verify {label}: {result}")
