@@ -9,6 +9,7 @@ from dualvec.testing.faults import sqlite_locked
 
 __all__ = ["assert_same_contents", "contents", "sqlite_locked"]
 
+
 def contents(store) -> dict[str, tuple[tuple[float, ...], tuple]]:
     """Every record of a store, comparable across stores (vectors rounded, cosine by direction)."""
     out = {}

@@ -13,7 +13,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from dualvec.errors import ConfigError
 from dualvec.settings import Flags
 
-__all__ = ["FlagSnapshot", "FlagWatcher", "read_flag_file", "write_flag_file"]
+__all__ = ["FlagSnapshot", "FlagWatcher", "read_flag_file", "write_flag_file", "write_json_atomic"]
 
 log = structlog.get_logger("dualvec.flags")
 
@@ -54,10 +54,10 @@ def read_flag_file(path: Path) -> FlagSnapshot | None:
         raise ConfigError(f"flag file {path} is invalid, keeping the last good flags: {exc}") from exc
 
 
-def write_flag_file(path: Path, flags: Flags) -> None:
-    """Replace `path` atomically and durably with `flags`."""
+def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
+    """Replace `path` atomically and durably with `payload` as JSON: a reader (or a process
+    killed mid-write and started again) sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload: dict[str, Any] = {**flags.model_dump(mode="json"), "updated_at": time.time()}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:
@@ -74,6 +74,11 @@ def write_flag_file(path: Path, flags: Flags) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def write_flag_file(path: Path, flags: Flags) -> None:
+    """Replace `path` atomically and durably with `flags`."""
+    write_json_atomic(path, {**flags.model_dump(mode="json"), "updated_at": time.time()})
 
 
 class FlagWatcher:

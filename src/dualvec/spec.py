@@ -7,7 +7,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["NAME_PATTERN", "CollectionSpec", "FieldSpec", "FieldType", "Metric", "check_name"]
+from dualvec.errors import ConfigError, ModelMismatchError
+
+__all__ = [
+    "NAME_PATTERN",
+    "CollectionSpec",
+    "FieldSpec",
+    "FieldType",
+    "Metric",
+    "check_name",
+    "check_same_spec",
+]
 
 Metric = Literal["cosine", "l2", "dot"]
 FieldType = Literal["str", "int", "float", "bool"]
@@ -99,3 +109,17 @@ class CollectionSpec(BaseModel):
     def same_layout(self, other: CollectionSpec) -> bool:
         """Whether `other` describes the same stored data (the model is checked separately)."""
         return self.model_copy(update={"model": other.model}) == other
+
+
+def check_same_spec(stored: CollectionSpec, given: CollectionSpec) -> None:
+    """Refuse to open data built for another embedding model or another layout."""
+    if stored.model != given.model:
+        raise ModelMismatchError(
+            f"collection {given.name!r} holds embeddings of {stored.model!r}, "
+            f"opened with model {given.model!r}; open it with the model it was built with"
+        )
+    if not stored.same_layout(given):
+        raise ConfigError(
+            f"collection {given.name!r} was created with a different spec: stored "
+            f"{stored.model_dump(exclude={'model'})}, given {given.model_dump(exclude={'model'})}"
+        )

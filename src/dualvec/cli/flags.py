@@ -7,11 +7,13 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from dualvec.backfill import state_path
 from dualvec.cli.common import echo_json, errors_exit, settings
 from dualvec.errors import ConfigError
 from dualvec.flags import FlagSnapshot, read_flag_file, write_flag_file
 from dualvec.outbox import Outbox
 from dualvec.settings import Flags, Phase, Settings
+from dualvec.verify import read_verify_state
 
 __all__ = ["flags", "rollback"]
 
@@ -30,8 +32,29 @@ def _outbox_depth(config: Settings) -> int:
         outbox.close()
 
 
+def unverified(config: Settings) -> str | None:
+    """Why the target is not known to hold what the primary holds, None when the last
+    `dualvec verify` of these two stores was clean."""
+    state = read_verify_state(state_path(config, "verify"))
+    if state is None:
+        return f"no verify of collection {config.collection!r} has run"
+    compared = (state.get("collection"), state.get("legacy_url"), state.get("target_url"))
+    if compared != (config.collection, config.legacy_url, config.target_url):
+        return f"the last verify compared other stores ({', '.join(map(str, compared))})"
+    if not state["clean"]:
+        return f"the last verify found {state.get('differences')} differences"
+    return None
+
+
 def check_guards(config: Settings, old: Flags, new: Flags) -> None:
     """Refuse steps that would lose data or serve unverified reads."""
+    if new.read_percent > old.read_percent:
+        problem = unverified(config)
+        if problem:
+            raise ConfigError(
+                f"refusing read_percent={new.read_percent:g}: {problem}; run `dualvec verify --repair` "
+                "then `dualvec verify` until it exits 0 (or pass --force)"
+            )
     if new.phase is Phase.TARGET_PRIMARY and old.phase is not Phase.TARGET_PRIMARY:
         depth = _outbox_depth(config)
         if depth:

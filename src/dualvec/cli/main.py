@@ -7,12 +7,14 @@ import os
 import click
 
 from dualvec import __version__, configure_logging
+from dualvec.cli.backfill import backfill_command
 from dualvec.cli.doctor import doctor
 from dualvec.cli.flags import flags, rollback
 from dualvec.cli.mismatches import mismatches
 from dualvec.cli.replay import replay
 from dualvec.cli.serve import serve
 from dualvec.cli.status import status
+from dualvec.cli.verify import verify_command
 
 __all__ = ["cli", "main"]
 
@@ -37,7 +39,7 @@ def cli(config: str | None, log_level: str, log_json: bool | None) -> None:
         os.environ["DUALVEC_CONFIG"] = config
 
 
-for command in (doctor, flags, mismatches, rollback, replay, serve, status):
+for command in (backfill_command, doctor, flags, mismatches, rollback, replay, serve, status, verify_command):
     cli.add_command(command)
 
 

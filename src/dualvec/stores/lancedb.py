@@ -30,10 +30,10 @@ import pyarrow as pa
 from lancedb.expr import Expr, col, lit
 from lancedb.table import LanceTable
 
-from dualvec.errors import ConfigError, ModelMismatchError, StoreError
+from dualvec.errors import ConfigError, StoreError
 from dualvec.filters import Condition
 from dualvec.records import Hit, Metadata, Record, Vector
-from dualvec.spec import CollectionSpec, FieldType, Metric
+from dualvec.spec import CollectionSpec, FieldType, Metric, check_same_spec
 from dualvec.stores.base import BaseStore
 
 __all__ = ["LanceDBStore"]
@@ -90,20 +90,6 @@ def to_distance(metric: Metric, native: npt.NDArray[np.float64]) -> npt.NDArray[
     if metric == "dot":
         return native - 1.0
     return np.clip(native, 0.0, 2.0)
-
-
-def check_same_spec(stored: CollectionSpec, spec: CollectionSpec) -> None:
-    """Refuse to open data built for another model or layout (as `sqlite_common.bind_spec` does)."""
-    if stored.model != spec.model:
-        raise ModelMismatchError(
-            f"collection {spec.name!r} holds embeddings of {stored.model!r}, "
-            f"opened with model {spec.model!r}; open it with the model it was built with"
-        )
-    if not stored.same_layout(spec):
-        raise ConfigError(
-            f"collection {spec.name!r} was created with a different spec: stored "
-            f"{stored.model_dump(exclude={'model'})}, given {spec.model_dump(exclude={'model'})}"
-        )
 
 
 class LanceDBStore(BaseStore):
@@ -232,7 +218,8 @@ class LanceDBStore(BaseStore):
         ]
 
     def _upsert(self, records: list[Record]) -> None:
-        # Arrays in the table's own types (and field metadata), as the primary key check needs.
+        # Arrays in the table's own types, wrapped tables included. The id field must be non-null
+        # as in the table: Lance refuses to merge on a primary key from a nullable column.
         schema = pa.schema([self._table.schema.field(c) for c in self._columns])
         flat = pa.array(np.stack([r.vector for r in records]).ravel())
         arrays = [

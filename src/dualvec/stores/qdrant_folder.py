@@ -21,8 +21,8 @@ import portalocker
 from qdrant_client import QdrantClient
 from qdrant_client.models import ExtendedPointId
 
-from dualvec.errors import ConfigError, ModelMismatchError, StoreLockedError
-from dualvec.spec import CollectionSpec
+from dualvec.errors import StoreLockedError
+from dualvec.spec import CollectionSpec, check_same_spec
 
 __all__ = ["SharedClient", "bind_spec", "borrow", "check_bound_spec", "give_back"]
 
@@ -118,17 +118,7 @@ def check_bound_spec(folder: Path, spec: CollectionSpec) -> bool:
     path = _spec_path(folder, spec.name)
     if not path.exists():
         return False
-    stored = CollectionSpec.model_validate_json(path.read_text(encoding="utf-8"))
-    if stored.model != spec.model:
-        raise ModelMismatchError(
-            f"collection {spec.name!r} holds embeddings of {stored.model!r}, but was opened with "
-            f"model {spec.model!r}; open it with the model it was built with"
-        )
-    if not stored.same_layout(spec):
-        raise ConfigError(
-            f"collection {spec.name!r} was bound to a different spec: stored "
-            f"{stored.model_dump(exclude={'model'})}, given {spec.model_dump(exclude={'model'})}"
-        )
+    check_same_spec(CollectionSpec.model_validate_json(path.read_text(encoding="utf-8")), spec)
     return True
 
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from dualvec.errors import ConfigError, ModelMismatchError
-from dualvec.spec import CollectionSpec
+from dualvec.errors import ConfigError
+from dualvec.spec import CollectionSpec, check_same_spec
 from dualvec.sqlite_driver import BUSY_TIMEOUT_SECONDS
 
 __all__ = ["bind_spec", "parse_seconds", "quote", "write_transaction"]
@@ -45,17 +45,7 @@ def bind_spec(conn: Any, spec: CollectionSpec) -> None:
                 (spec.name, spec.model_dump_json()),
             )
             return
-    stored = CollectionSpec.model_validate(json.loads(row[0]))
-    if stored.model != spec.model:
-        raise ModelMismatchError(
-            f"collection {spec.name!r} holds embeddings of {stored.model!r}, "
-            f"opened with model {spec.model!r}; open it with the model it was built with"
-        )
-    if not stored.same_layout(spec):
-        raise ConfigError(
-            f"collection {spec.name!r} was created with a different spec: stored "
-            f"{stored.model_dump(exclude={'model'})}, given {spec.model_dump(exclude={'model'})}"
-        )
+    check_same_spec(CollectionSpec.model_validate(json.loads(row[0])), spec)
 
 
 def parse_seconds(option: str, value: str | None) -> float:

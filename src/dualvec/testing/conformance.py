@@ -92,6 +92,7 @@ BAD_RECORDS: dict[str, Callable[[Record], Record]] = {
     "nan metadata": lambda r: Record(r.id, r.vector, {**r.metadata, "score": float("nan")}),
 }
 
+HOSTILE_IDS = ["x' OR '1'='1", "x') OR true --", 'x" OR 1=1', "x\\", "x\\' OR 'a'='a", "%", "*", "`x`"]
 HOSTILE_VALUES = ["en' OR '1'='1", 'en" OR 1=1 --', "en'; DROP TABLE docs; --", "%", "*", "en\\"]
 
 
@@ -171,6 +172,21 @@ class StoreConformance:
         assert store.count() == N - 2
         hits = store.search(records[1].vector, k=5)
         assert records[1].id not in {h.id for h in hits}
+
+    def test_hostile_ids_touch_only_themselves(self, store: VectorStore) -> None:
+        records = make_records(20, DIM)
+        templates = make_records(len(HOSTILE_IDS), DIM, seed=1)
+        store.upsert([Record(i, r.vector, r.metadata) for i, r in zip(HOSTILE_IDS, templates, strict=True)])
+        store.upsert(records)
+        store.delete(["x' OR '1'='1 ", "x", "' OR ''='"])  # near misses match nothing
+        total = len(HOSTILE_IDS) + len(records)
+        assert store.count() == total
+        assert [r.id for r in store.get(HOSTILE_IDS)] == HOSTILE_IDS
+        for gone, hostile in enumerate(HOSTILE_IDS, start=1):
+            store.delete([hostile])
+            assert store.get([hostile]) == []
+            assert store.count() == total - gone
+        assert sorted(r.id for batch in store.scan() for r in batch) == sorted(r.id for r in records)
 
     def test_get_skips_missing_and_keeps_order(self, loaded: tuple[VectorStore, list[Record]]) -> None:
         store, records = loaded

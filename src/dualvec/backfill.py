@@ -1,0 +1,268 @@
+"""Backfill: copy every record the legacy store held before dual writes began into the target,
+while live dual writes go on, without ever overwriting a newer write or bringing back a
+deleted id.
+
+How, and why it is safe:
+
+1. Legacy is scanned in batches. A scanned batch may already be stale: a live writer may have
+   updated or deleted some of its ids since.
+2. For each batch, under `outbox.write_lock()` (the lock every live writer holds around its
+   primary and secondary writes, in every process, and every replay holds too), the batch's ids
+   are re-read from legacy with `get`, and what legacy holds *now* is upserted into the target.
+   No live write can land between that re-read and the copy, so the copy is never older than
+   the target's own copy; an id deleted since the scan is not found, so it is not brought back.
+3. An id whose outbox intent names the target as its source (a write made in `target-primary`
+   whose legacy copy failed) is skipped: legacy is behind for it, and the replayer copies it
+   the right way round.
+
+Checkpoint: a small JSON file (`.dualvec/backfill-<collection>.json` by default), replaced
+atomically after each batch, holds how many records were scanned. Killed at any moment
+(SIGKILL included) and run again, backfill continues from it and ends with the same result.
+A scan's order can shift between runs (a delete moves later rows up; LanceDB and the SQLite
+BLOB table move a rewritten row to the end), so the records before the checkpoint are not
+skipped blindly: their ids are looked up in the target and only those it lacks are copied
+(with the same re-read under the lock). That is correct because every id the target holds was
+put there by a copy or a live write, both current; and it is cheap, being reads only. A
+finished run leaves `complete: true`; running again then tops up whatever the target lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from dualvec.errors import ConfigError
+from dualvec.flags import write_json_atomic
+from dualvec.outbox import Outbox, Role
+from dualvec.protocol import VectorStore
+from dualvec.settings import Settings
+
+__all__ = [
+    "BackfillPlan",
+    "BackfillResult",
+    "Progress",
+    "backfill",
+    "plan_backfill",
+    "read_json_state",
+    "state_path",
+    "waiting_sources",
+]
+
+DEFAULT_BATCH_SIZE = 500
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a long pass has got: `done` of about `total` records after `elapsed` seconds,
+    `resumed` of them done by an earlier run (so they do not inflate the rate)."""
+
+    done: int
+    total: int
+    elapsed: float
+    resumed: int = 0
+
+    @property
+    def rate(self) -> float:
+        """Records per second in this run."""
+        return (self.done - self.resumed) / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds left at the current rate; None before there is a rate to go by."""
+        if not self.rate:
+            return None
+        return max(0.0, self.total - self.done) / self.rate
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def state_path(config: Settings, kind: str) -> Path:
+    """Where a state file of `kind` ("backfill", "verify", ...) lives: next to the outbox, per
+    collection, so every process of a deployment finds the same one."""
+    return config.outbox_path.with_name(f"{kind}-{config.collection}.json")
+
+
+def read_json_state(path: Path) -> dict[str, Any] | None:
+    """A state file's JSON object, None when there is none; `ConfigError` when it is unreadable
+    (the atomic writes never leave half a file, so only a hand edit gets there)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); delete it to start over") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} does not hold a JSON object; delete it to start over")
+    return data
+
+
+def waiting_sources(outbox: Outbox) -> dict[str, Role]:
+    """Ids waiting in the outbox and the store that is the truth for each.
+
+    Call it holding `outbox.write_lock()`: live writers clear their intents before letting go,
+    so what remains is only writes whose secondary failed (or a crashed process left), few."""
+    depth = outbox.stats().depth
+    return {intent.id: intent.source for intent in outbox.pending(depth)} if depth else {}
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    scanned: int = 0
+    complete: bool = False
+
+
+def _load_checkpoint(path: Path, collection: str) -> _Checkpoint:
+    data = read_json_state(path)
+    if data is None:
+        return _Checkpoint()
+    if data.get("collection") != collection:
+        raise ConfigError(
+            f"checkpoint {path} belongs to collection {data.get('collection')!r}, not {collection!r}; "
+            "name another --checkpoint file"
+        )
+    scanned, complete = data.get("scanned"), data.get("complete")
+    if not isinstance(scanned, int) or scanned < 0 or not isinstance(complete, bool):
+        raise ConfigError(f"checkpoint {path} is damaged ({data}); delete it or pass --restart")
+    return _Checkpoint(scanned, complete)
+
+
+def _save_checkpoint(path: Path, collection: str, checkpoint: _Checkpoint) -> None:
+    write_json_atomic(path, {"collection": collection, **asdict(checkpoint), "updated_at": time.time()})
+
+
+@dataclass(frozen=True)
+class BackfillPlan:
+    """What a backfill would do, computed without writing anything (`--dry-run`)."""
+
+    legacy_count: int
+    target_count: int
+    batch_size: int
+    batches: int
+    checkpoint: str | None
+    resume_from: int
+    checkpoint_complete: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan_backfill(
+    legacy: VectorStore,
+    target: VectorStore,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    checkpoint: Path | None = None,
+    restart: bool = False,
+) -> BackfillPlan:
+    """Counts, batches and the checkpoint a run would start from."""
+    state = _Checkpoint() if checkpoint is None or restart else _load_checkpoint(checkpoint, legacy.spec.name)
+    legacy_count = legacy.count()
+    return BackfillPlan(
+        legacy_count=legacy_count,
+        target_count=target.count(),
+        batch_size=batch_size,
+        batches=math.ceil(legacy_count / batch_size),
+        checkpoint=None if checkpoint is None else str(checkpoint),
+        resume_from=state.scanned,
+        checkpoint_complete=state.complete,
+    )
+
+
+@dataclass(frozen=True)
+class BackfillResult:
+    """What a run did. `copied` counts upserts into the target; the `skipped_*` counts say why
+    the other scanned records were not copied."""
+
+    scanned: int
+    copied: int
+    resumed_from: int
+    skipped_present: int  # before the checkpoint, and the target already holds them
+    skipped_deleted: int  # deleted from legacy since the scan read them
+    skipped_pending: int  # waiting in the outbox with the target as their truth
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "seconds": round(self.seconds, 3)}
+
+
+class _Copier:
+    """Copies ids from legacy to the target under the write lock, and counts what it did."""
+
+    def __init__(self, legacy: VectorStore, target: VectorStore, outbox: Outbox) -> None:
+        self.legacy, self.target, self.outbox = legacy, target, outbox
+        self.copied = self.present = self.deleted = self.pending = 0
+
+    def copy(self, ids: Sequence[str]) -> None:
+        with self.outbox.write_lock():
+            waiting = waiting_sources(self.outbox)
+            wanted = [i for i in ids if waiting.get(i) != "target"]
+            current = self.legacy.get(wanted)
+            if current:
+                self.target.upsert(current)
+        self.copied += len(current)
+        self.deleted += len(wanted) - len(current)
+        self.pending += len(ids) - len(wanted)
+
+    def copy_missing(self, ids: Sequence[str]) -> None:
+        """Ids an earlier run has probably copied: only those the target lacks are copied."""
+        held = {r.id for r in self.target.get(ids)}
+        lacking = [i for i in ids if i not in held]
+        self.present += len(ids) - len(lacking)
+        if lacking:
+            self.copy(lacking)
+
+
+def backfill(
+    legacy: VectorStore,
+    target: VectorStore,
+    outbox: Outbox,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    checkpoint: Path | None = None,
+    restart: bool = False,
+    on_progress: ProgressCallback | None = None,
+) -> BackfillResult:
+    """Copy every legacy record into the target, safe beside live dual writes (see the module
+    docstring). With `checkpoint`, resumes from it (unless `restart`) and keeps it current.
+
+    Run it only while every writer is in phase `dual` or `target-primary`: in phase `legacy`
+    writers neither reach the target nor take the lock."""
+    started = time.monotonic()
+    name = legacy.spec.name
+    resume_from = 0
+    if checkpoint is not None and not restart:
+        resume_from = _load_checkpoint(checkpoint, name).scanned
+    total = legacy.count()
+    copier = _Copier(legacy, target, outbox)
+    position = 0
+    for batch in legacy.scan(batch_size):
+        ids = [r.id for r in batch]
+        seen_before = max(0, min(len(ids), resume_from - position))
+        if seen_before:
+            copier.copy_missing(ids[:seen_before])
+        if seen_before < len(ids):
+            copier.copy(ids[seen_before:])
+        position += len(ids)
+        if checkpoint is not None and position > resume_from:
+            _save_checkpoint(checkpoint, name, _Checkpoint(position))
+        if on_progress is not None:
+            on_progress(Progress(position, max(total, position), time.monotonic() - started))
+    if checkpoint is not None:
+        _save_checkpoint(checkpoint, name, _Checkpoint(position, complete=True))
+    return BackfillResult(
+        scanned=position,
+        copied=copier.copied,
+        resumed_from=resume_from,
+        skipped_present=copier.present,
+        skipped_deleted=copier.deleted,
+        skipped_pending=copier.pending,
+        seconds=time.monotonic() - started,
+    )
