@@ -272,3 +272,50 @@ def test_after_close_submissions_are_refused_quietly(metrics, mismatch_log):
     runner.close()
     assert submit(runner, lambda: ANSWER) is False
     assert value(metrics, "dualvec_shadow_dropped_total", reason="saturated") == 0
+
+
+def test_a_difference_caused_by_a_live_write_is_rechecked_away(metrics, mismatch_log):
+    # The write race is real: the served store changes between the caller's read and the shadow.
+    spec = sample_spec()
+    served_store = dualvec.open_store("memory://", spec)
+    other_store = dualvec.open_store("memory://", spec)
+    records = make_records(50, spec.dim, seed=3)
+    served_store.upsert(records)
+    other_store.upsert(records[1:])
+    query = records[0].vector
+    served_hits = served_store.search(query, 5)
+    served_store.delete([records[0].id])  # the live delete that reached both stores
+    with ShadowRunner(metrics=metrics, mismatch_log=mismatch_log) as runner:
+        runner.submit(
+            served_store="legacy",
+            served_hits=served_hits,
+            other_store="target",
+            run_other=lambda: other_store.search(query, 5),
+            run_served=lambda: served_store.search(query, 5),
+            k=5,
+            query_id="race",
+        )
+    assert value(metrics, "dualvec_shadow_comparisons_total", outcome="match") == 1
+    assert value(metrics, "dualvec_shadow_comparisons_total", outcome="mismatch") == 0
+    assert mismatch_log.latest() == []
+
+
+def test_a_persistent_difference_survives_the_recheck(metrics, mismatch_log):
+    spec = sample_spec()
+    legacy, target = dualvec.open_store("memory://", spec), dualvec.open_store("memory://", spec)
+    records = make_records(50, spec.dim, seed=4)
+    legacy.upsert(records)
+    target.upsert(records[1:])  # the target really lacks a record
+    query = records[0].vector
+    with ShadowRunner(metrics=metrics, mismatch_log=mismatch_log) as runner:
+        runner.submit(
+            served_store="legacy",
+            served_hits=legacy.search(query, 5),
+            other_store="target",
+            run_other=lambda: target.search(query, 5),
+            run_served=lambda: legacy.search(query, 5),
+            k=5,
+            query_id="real",
+        )
+    assert value(metrics, "dualvec_shadow_comparisons_total", outcome="mismatch") == 1
+    assert [s.query_id for s in mismatch_log.latest()] == ["real"]

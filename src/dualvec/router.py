@@ -200,6 +200,7 @@ class Router:
                 served_hits=hits,
                 other_store=other,
                 run_other=lambda: other_store.search(query, limit, filter),
+                run_served=lambda: store.search(query, limit, filter),
                 k=limit,
                 query_id=uuid.uuid4().hex,
                 routing_key_hash=key_fingerprint(key),

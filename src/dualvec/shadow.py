@@ -17,8 +17,12 @@ Bounds, because Python cannot kill a running thread:
   the query the caller made.
 
 Control and candidate follow `compare`: legacy is the control whichever store served. Before
-trusting mismatch rates, run A/A (a store against itself) to see the noise floor: concurrent
-writes landing between the served read and the shadow read are mismatches too.
+trusting mismatch rates, run A/A (a store against itself) to see the noise floor.
+
+A write landing between the served read and the shadow read makes the two answers differ
+although both stores are right. So when `run_served` is given, a mismatch is confirmed by
+running both reads again back to back in the worker: only a difference that persists is
+counted and logged as a mismatch; one that vanishes was a race with a live write.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class _Job:
     k: int
     query_id: str
     routing_key_hash: str | None
+    run_served: Callable[[], Sequence[Hit]] | None
 
 
 class ShadowRunner:
@@ -110,6 +115,7 @@ class ShadowRunner:
         k: int,
         query_id: str,
         routing_key_hash: str | None = None,
+        run_served: Callable[[], Sequence[Hit]] | None = None,
     ) -> bool:
         """Queue a shadow read; False when it was dropped (saturated, closed, or bad arguments).
 
@@ -120,7 +126,14 @@ class ShadowRunner:
             if {served_store, other_store} != set(STORES):
                 raise ValueError(f"need one legacy and one target store: {served_store!r}, {other_store!r}")
             job = _Job(
-                served_store, tuple(served_hits), other_store, run_other, k, query_id, routing_key_hash
+                served_store,
+                tuple(served_hits),
+                other_store,
+                run_other,
+                k,
+                query_id,
+                routing_key_hash,
+                run_served,
             )
             with self._lock:  # so that close() cannot shut the pool between the check and submit
                 if self._closed:
@@ -177,16 +190,23 @@ class ShadowRunner:
             if elapsed > self._timeout:
                 self._metrics.shadow_dropped("timeout")
                 return
-            if job.served_store == "legacy":
-                legacy, target = job.served_hits, other_hits
-            else:
-                legacy, target = other_hits, job.served_hits
             stage = "compare"
+            legacy, target = self._by_store(job, job.served_hits, other_hits)
             comparison = compare(legacy, target, job.k, self._thresholds)
+            if comparison.mismatch and job.run_served is not None:
+                legacy, target = self._by_store(job, tuple(job.run_served()), tuple(job.run_other()))
+                comparison = compare(legacy, target, job.k, self._thresholds)
             stage = "publish"
             self._publish(job, comparison, legacy, target)
         except Exception as exc:
             self._failed(stage, job.query_id, exc)
+
+    @staticmethod
+    def _by_store(
+        job: _Job, served: tuple[Hit, ...], other: tuple[Hit, ...]
+    ) -> tuple[tuple[Hit, ...], tuple[Hit, ...]]:
+        """(legacy, target) answers, whichever store served the caller."""
+        return (served, other) if job.served_store == "legacy" else (other, served)
 
     def _publish(
         self, job: _Job, comparison: Comparison, legacy: tuple[Hit, ...], target: tuple[Hit, ...]
