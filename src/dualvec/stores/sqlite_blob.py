@@ -116,9 +116,10 @@ class SqliteBlobStore(BaseStore):
             f"{quote(self.spec.vector_source)} BLOB NOT NULL",
         ]
         columns += [f"{quote(source)} {_SQL_TYPES[t]}" for _, source, t in self._fields]
-        bind_spec(self._conn, self.spec)
-        with self._lock, write_transaction(self._conn):
-            self._conn.execute(f"CREATE TABLE IF NOT EXISTS {self._table} ({', '.join(columns)})")
+        with self._lock:
+            bind_spec(
+                self._conn, self.spec, [f"CREATE TABLE IF NOT EXISTS {self._table} ({', '.join(columns)})"]
+            )
 
     def _data_version(self) -> int:
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])

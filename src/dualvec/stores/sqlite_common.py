@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,20 +32,38 @@ def write_transaction(conn: Any) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def bind_spec(conn: Any, spec: CollectionSpec) -> None:
-    """Record the spec on first open; refuse a later open whose spec differs."""
-    with write_transaction(conn):
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS dualvec_collections (name TEXT PRIMARY KEY, spec TEXT NOT NULL)"
-        )
-        row = conn.execute("SELECT spec FROM dualvec_collections WHERE name = ?", (spec.name,)).fetchone()
-        if row is None:
+def bind_spec(conn: Any, spec: CollectionSpec, ddl: Sequence[str]) -> None:
+    """Create the collection's tables (`ddl`) and record its spec, in one transaction, on first
+    open; refuse a later open whose spec differs. A collection already bound opens without
+    taking the write lock, so opening never waits on (or fails behind) a busy writer."""
+    row = _bound_spec(conn, spec.name)
+    if row is None:
+        with write_transaction(conn):
             conn.execute(
-                "INSERT INTO dualvec_collections (name, spec) VALUES (?, ?)",
-                (spec.name, spec.model_dump_json()),
+                "CREATE TABLE IF NOT EXISTS dualvec_collections (name TEXT PRIMARY KEY, spec TEXT NOT NULL)"
             )
-            return
+            row = _bound_spec(conn, spec.name)
+            if row is None:
+                for statement in ddl:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO dualvec_collections (name, spec) VALUES (?, ?)",
+                    (spec.name, spec.model_dump_json()),
+                )
+                return
     check_same_spec(CollectionSpec.model_validate(json.loads(row[0])), spec)
+
+
+def _bound_spec(conn: Any, name: str) -> tuple[str] | None:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dualvec_collections'"
+    ).fetchone()
+    if exists is None:
+        return None
+    row: tuple[str] | None = conn.execute(
+        "SELECT spec FROM dualvec_collections WHERE name = ?", (name,)
+    ).fetchone()
+    return row
 
 
 def parse_seconds(option: str, value: str | None) -> float:

@@ -95,11 +95,11 @@ class SqliteVecStore(BaseStore):
         for name, source, field_type in self._fields:
             prefix = "" if spec.fields[name].filterable else "+"
             definition.append(f"{prefix}{source} {_VEC0_TYPES[field_type]}")
-        bind_spec(self._conn, spec)
-        with self._lock, write_transaction(self._conn):
-            self._conn.execute(
+        with self._lock:
+            table = (
                 f"CREATE VIRTUAL TABLE IF NOT EXISTS {quote(spec.name)} USING vec0({', '.join(definition)})"
             )
+            bind_spec(self._conn, spec, [table])
 
     def _row(self, record: Record) -> tuple[Any, ...]:
         meta = record.metadata

@@ -40,7 +40,7 @@ from dualvec.records import Hit, Metadata, Record, Vector
 from dualvec.spec import CollectionSpec, FieldType, Metric
 from dualvec.sqlite_driver import connect
 from dualvec.stores.base import BaseStore
-from dualvec.stores.sqlite_common import bind_spec, quote, write_transaction
+from dualvec.stores.sqlite_common import bind_spec, quote
 from dualvec.stores.sqlite_vec import conditions_to_sql, from_sql
 from dualvec.stores.sqlite_vss_loader import load_vss
 
@@ -97,13 +97,15 @@ class SqliteVssStore(BaseStore):
             f"{quote(spec.vector_source)} BLOB NOT NULL",
             *(f"{quote(source)} {_COLUMN_TYPES[t]}" for _, source, t in self._fields),
         ]
-        bind_spec(self._conn, spec)
-        with write_transaction(self._conn):
-            self._conn.execute(f"CREATE TABLE IF NOT EXISTS {self._table} ({', '.join(columns)})")
-            self._conn.execute(
-                f"CREATE VIRTUAL TABLE IF NOT EXISTS {self._index} USING vss0(embedding({spec.dim}))"
-            )
-            return self._data_version()
+        bind_spec(
+            self._conn,
+            spec,
+            [
+                f"CREATE TABLE IF NOT EXISTS {self._table} ({', '.join(columns)})",
+                f"CREATE VIRTUAL TABLE IF NOT EXISTS {self._index} USING vss0(embedding({spec.dim}))",
+            ],
+        )
+        return self._data_version()
 
     def _data_version(self) -> int:
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
