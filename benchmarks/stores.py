@@ -31,7 +31,7 @@ numbers, and a missing package or adapter, or a crash, becomes a row of the tabl
 end of the run. An insert that runs past --budget seconds is stopped there and that size is
 reported as skipped, with the rows it got through.
 
-Run (about 5 minutes on 2 cores):
+Run (about 6 minutes on 2 cores, 2 of them Qdrant local's 100k insert hitting the budget):
 
     .venv/bin/python benchmarks/stores.py
     .venv/bin/python benchmarks/stores.py --stores sqlite-vec,memory --sizes 10000 --queries 50
@@ -314,7 +314,7 @@ def result_rows(results: list[dict[str, Any]]) -> list[list[str]]:
                 _count(scan["rows_per_s"]),
                 f"{scan['traced_peak_mib']:.1f}",
                 "—" if rss is None else f"{rss:.1f}",
-                "" if r["exact"] else "approximate",
+                "; ".join(notes(r)),
             ]
         )
         if "hand" in r["search"]:
@@ -326,6 +326,20 @@ def result_rows(results: list[dict[str, Any]]) -> list[list[str]]:
             rows.append(["vec0 by hand (ref)", n, hand_insert, *hand_search, *dashes, "executemany, MATCH"])
             rows.append(["numpy exact (ref)", n, "—", *ref_search, *dashes, "matrix @ query, argpartition"])
     return rows
+
+
+def notes(r: dict[str, Any]) -> list[str]:
+    """What a measured store got wrong, or how to read its numbers."""
+    found = []
+    if not r["exact"]:
+        found.append("approximate index")
+    elif r["search"]["store"]["recall"] < 1.0:
+        found.append("exact search, yet true neighbours missing")
+    if r["count"] != r["n"]:
+        found.append(f"count() says {r['count']:,}")
+    if not r["scan"]["complete"]:
+        found.append(f"scan returned {r['scan']['rows']:,} rows")
+    return found
 
 
 def checks(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -424,6 +438,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.stores) - set(STORES))
     if unknown:
         parser.error(f"unknown store(s) {unknown}; choose from {','.join(STORES)}")
+    if args.queries < 1 or min(args.sizes) < K:
+        parser.error(f"--queries must be at least 1 and every size at least k={K}")
     return args
 
 

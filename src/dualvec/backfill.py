@@ -43,9 +43,11 @@ from dualvec.protocol import VectorStore
 from dualvec.settings import Settings
 
 __all__ = [
+    "DEFAULT_BATCH_SIZE",
     "BackfillPlan",
     "BackfillResult",
     "Progress",
+    "ProgressCallback",
     "backfill",
     "plan_backfill",
     "read_json_state",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, SupportsFloat, SupportsInt, cast
 
 import numpy as np
@@ -106,14 +107,19 @@ def _check_vector(where: str, spec: CollectionSpec, vector: Any) -> Vector:
     return np.ascontiguousarray(array)
 
 
-def _check_metadata(where: str, spec: CollectionSpec, metadata: Any) -> Metadata:
+_EXACT_TYPES: dict[FieldType, type] = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def _check_metadata(position: int, record_id: str, spec: CollectionSpec, metadata: Any) -> Metadata:
     if not isinstance(metadata, dict):
-        raise ValidationError(f"{where}: metadata must be a dict, got {type(metadata).__name__}")
-    unknown = sorted(set(metadata) - set(spec.fields))
-    if unknown:
         raise ValidationError(
-            f"{where}: unknown metadata field(s) {unknown}; declare them in the spec's fields "
-            f"(declared: {sorted(spec.fields)})"
+            f"{_where(position, record_id)}: metadata must be a dict, got {type(metadata).__name__}"
+        )
+    if not metadata.keys() <= spec.fields.keys():
+        unknown = sorted(set(metadata) - set(spec.fields))
+        raise ValidationError(
+            f"{_where(position, record_id)}: unknown metadata field(s) {unknown}; declare them in "
+            f"the spec's fields (declared: {sorted(spec.fields)})"
         )
     clean: Metadata = {}
     for name, field in spec.fields.items():
@@ -121,39 +127,90 @@ def _check_metadata(where: str, spec: CollectionSpec, metadata: Any) -> Metadata
         if value is None:
             if field.filterable:
                 raise ValidationError(
-                    f"{where}: metadata field {name!r} is filterable and must be set (expected {field.type})"
+                    f"{_where(position, record_id)}: metadata field {name!r} is filterable and must be "
+                    f"set (expected {field.type})"
                 )
             continue
-        clean[name] = check_value(f"{where}: metadata field {name!r}", field.type, value)
+        # The common case (exactly the declared type, in range) skips the detailed checks.
+        kind = type(value)
+        if kind is _EXACT_TYPES[field.type] and (
+            (kind is str and "\x00" not in value)
+            or (kind is int and -(2**63) <= value < 2**63)
+            or (kind is float and math.isfinite(value))
+            or kind is bool
+        ):
+            clean[name] = value
+        else:
+            clean[name] = check_value(
+                f"{_where(position, record_id)}: metadata field {name!r}", field.type, value
+            )
     return clean
 
 
+def _where(position: int, record_id: object = None) -> str:
+    return f"record {position}" if record_id is None else f"record {position} (id {record_id!r})"
+
+
+def _check_vectors(spec: CollectionSpec, batch: list[Record], ids: list[str]) -> list[Vector]:
+    """All vectors at once as one matrix; on any defect, the per-record path names the record."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            matrix = np.asarray([r.vector for r in batch], dtype=np.float32)
+        sound = matrix.shape == (len(batch), spec.dim) and bool(np.isfinite(matrix).all())
+        if sound and spec.metric == "cosine":
+            sound = bool(matrix.any(axis=1).all())
+    except (TypeError, ValueError):
+        sound = False
+    if not sound:
+        return [
+            _check_vector(_where(i, record_id), spec, r.vector)
+            for i, (record_id, r) in enumerate(zip(ids, batch, strict=True))
+        ]
+    return list(matrix)
+
+
 def check_records(spec: CollectionSpec, records: Iterable[Record]) -> list[Record]:
-    """Validate a whole batch and return normalised copies (float32 vectors, typed metadata)."""
+    """Validate a whole batch and return normalised copies (float32 vectors, typed metadata).
+
+    Records this function already returned for a spec of the same shape pass straight through,
+    so a batch the router checked is not checked again by each store."""
     if isinstance(records, Record):
         raise ValidationError("records: pass a list of Record, not a single Record")
     batch = list(records)
     if len(batch) > MAX_BATCH:
         raise ValidationError(f"records: batch of {len(batch)} exceeds {MAX_BATCH}; split it")
+    shape = _shape(spec)
+    if all(type(r) is _CheckedRecord and r.shape == shape for r in batch) and len(
+        {r.id for r in batch}
+    ) == len(batch):
+        return batch
+    ids: list[str] = []
     seen: set[str] = set()
-    clean: list[Record] = []
     for position, record in enumerate(batch):
-        where = f"record {position}"
         if not isinstance(record, Record):
-            raise ValidationError(f"{where}: expected Record, got {type(record).__name__}")
-        record_id = _check_id(where, record.id)
-        where = f"record {position} (id {record_id!r})"
+            raise ValidationError(f"{_where(position)}: expected Record, got {type(record).__name__}")
+        record_id = _check_id(_where(position), record.id)
         if record_id in seen:
-            raise ValidationError(f"{where}: duplicate id in batch; send each id once")
+            raise ValidationError(f"{_where(position, record_id)}: duplicate id in batch; send each id once")
         seen.add(record_id)
-        clean.append(
-            Record(
-                record_id,
-                _check_vector(where, spec, record.vector),
-                _check_metadata(where, spec, record.metadata),
-            )
-        )
-    return clean
+        ids.append(record_id)
+    vectors = _check_vectors(spec, batch, ids)
+    return [
+        _CheckedRecord(record_id, vector, _check_metadata(position, record_id, spec, record.metadata), shape)
+        for position, (record_id, vector, record) in enumerate(zip(ids, vectors, batch, strict=True))
+    ]
+
+
+def _shape(spec: CollectionSpec) -> tuple[object, ...]:
+    """What validation depends on: not the names a backend stores things under."""
+    return (spec.dim, spec.metric, tuple((n, f.type, f.filterable) for n, f in spec.fields.items()))
+
+
+@dataclass(frozen=True, eq=False)
+class _CheckedRecord(Record):
+    """A record `check_records` returned, and the spec shape it was checked against."""
+
+    shape: tuple[object, ...] = ()
 
 
 def check_ids(ids: Sequence[str] | Iterable[str]) -> list[str]:

@@ -15,19 +15,19 @@ difference (ids already waiting keep their own source), runs the replayer until 
 empty, and verifies again: the result is that second verify's, with what was found before and
 what the repair did.
 
-A checkpoint (JSON, replaced atomically after each batch) makes a long verify resumable: it
-holds the pass, the counts and samples so far, and the ids of the last records compared. A
-resumed pass skips records until it meets one of those ids, then compares every record that
-is not one of them. Scans keep the relative order of rows they do not rewrite (rewritten rows
-move to the end, where they are compared again), so everything after a surviving anchor is
-new to this pass; when no anchor survives, the pass starts over.
+A checkpoint makes a long verify resumable: a small SQLite file beside the outbox holding the
+counts so far and the ids each pass has compared, both written in one transaction per batch,
+so a verify killed at any moment and run again compares each record once. Ids, not a scan
+offset, because scan order shifts between runs (a delete moves later rows up; LanceDB and the
+SQLite BLOB table move a rewritten row to the end): an offset would skip rows that moved back
+across it. Memory stays constant; the file (ids only) is removed when the verify finishes.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -48,6 +48,8 @@ from dualvec.outbox import Op, Outbox, Role
 from dualvec.protocol import VectorStore
 from dualvec.records import Record
 from dualvec.replay import ReplayResult, replay_once
+from dualvec.sqlite_driver import connect
+from dualvec.stores.sqlite_common import write_transaction
 
 __all__ = ["DiffKind", "VerifyResult", "read_verify_state", "verify", "write_verify_state"]
 
@@ -61,7 +63,6 @@ _PASS_KINDS: dict[Pass, frozenset[DiffKind]] = {
     "secondary": frozenset({"extra"}),
 }
 _REPAIR_OP: dict[Pass, Op] = {"primary": "upsert", "secondary": "delete"}
-_ANCHORS = 64
 
 
 def _other(role: Role) -> Role:
@@ -113,8 +114,9 @@ class VerifyResult:
 
 @dataclass
 class _Tally:
-    """A verify's progress and findings; what the checkpoint holds."""
+    """A verify's settings, progress and findings so far."""
 
+    collection: str
     primary: Role
     repair: bool
     tolerance: float
@@ -122,27 +124,63 @@ class _Tally:
     checked: dict[Pass, int] = field(default_factory=lambda: {"primary": 0, "secondary": 0})
     counts: dict[DiffKind, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     samples: dict[DiffKind, list[str]] = field(default_factory=lambda: {k: [] for k in KINDS})
-    anchors: list[str] = field(default_factory=list)
 
-    def restart_stage(self) -> None:
-        self.checked[self.stage] = 0
-        self.anchors = []
-        for kind in _PASS_KINDS[self.stage]:
-            self.counts[kind] = 0
-            self.samples[kind] = []
+    def same_run(self, other: _Tally) -> bool:
+        def settings(tally: _Tally) -> tuple[object, ...]:
+            return tally.collection, tally.primary, tally.repair, tally.tolerance
+
+        return settings(self) == settings(other)
 
 
-def _load_tally(path: Path | None, fresh: _Tally) -> _Tally:
-    """The checkpoint's tally when it was made with the same settings, else a fresh one."""
-    data = None if path is None else read_json_state(path)
-    if data is None:
+class _Checkpoint:
+    """The tally and the ids each stage has compared, in one SQLite file, updated in one
+    transaction per batch so that a kill at any moment leaves the two consistent."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn = connect(path, vec=False)
+        with write_transaction(self._conn):
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS tally (one INTEGER PRIMARY KEY, body TEXT NOT NULL)"
+            )
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS checked "
+                "(stage TEXT, id TEXT, PRIMARY KEY (stage, id)) WITHOUT ROWID"
+            )
+
+    def resume(self, fresh: _Tally, *, restart: bool) -> _Tally:
+        """The saved tally if it belongs to a run like `fresh`; else start over with `fresh`."""
+        row = self._conn.execute("SELECT body FROM tally").fetchone()
+        saved = None if row is None or restart else _Tally(**json.loads(row[0]))
+        if saved is not None and saved.same_run(fresh):
+            return saved
+        with write_transaction(self._conn):
+            self._conn.execute("DELETE FROM tally")
+            self._conn.execute("DELETE FROM checked")
         return fresh
-    try:
-        tally = _Tally(**data)
-    except TypeError:
-        return fresh
-    same = (tally.primary, tally.repair, tally.tolerance) == (fresh.primary, fresh.repair, fresh.tolerance)
-    return tally if same else fresh
+
+    def compared(self, stage: Pass, ids: Sequence[str]) -> set[str]:
+        """Which of `ids` this stage has compared already."""
+        rows = self._conn.execute(
+            "SELECT c.id FROM checked c JOIN json_each(?) j ON c.id = j.value WHERE c.stage = ?",
+            (json.dumps(list(ids)), stage),
+        )
+        return {row[0] for row in rows}
+
+    def save(self, tally: _Tally, ids: Sequence[str]) -> None:
+        with write_transaction(self._conn):
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO checked (stage, id) VALUES (?, ?)", [(tally.stage, i) for i in ids]
+            )
+            self._conn.execute("INSERT OR REPLACE INTO tally VALUES (1, ?)", (json.dumps(asdict(tally)),))
+
+    def remove(self) -> None:
+        self._conn.close()
+        for suffix in ("", "-wal", "-shm"):
+            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def _difference(mine: Record | None, theirs: Record | None, metric: Any, tolerance: float) -> DiffKind | None:
@@ -167,7 +205,7 @@ class _Verifier:
         *,
         sample: int,
         batch_size: int,
-        checkpoint: Path | None,
+        checkpoint: _Checkpoint | None,
         on_progress: ProgressCallback | None,
     ) -> None:
         self.stores, self.outbox, self.tally = stores, outbox, tally
@@ -180,48 +218,25 @@ class _Verifier:
         self.resumed = sum(tally.checked.values())
 
     def run(self) -> None:
-        if self.tally.stage == "primary":
-            self._stage("primary")
-            self.tally.stage = "secondary"
-            self.tally.anchors = []
-            self._save()
-        self._stage("secondary")
+        stages: tuple[Pass, ...] = get_args(Pass)
+        for stage in stages[stages.index(self.tally.stage) :]:
+            self.tally.stage = stage
+            self._stage(stage)
 
     def _stage(self, stage: Pass) -> None:
-        while not self._compare_all(stage):
-            self.tally.restart_stage()
-            self._save()
-
-    def _compare_all(self, stage: Pass) -> bool:
-        """Compare what this stage has not compared yet; False when the resume point is lost."""
-        tally = self.tally
-        anchors = set(tally.anchors)
-        recent: deque[str] = deque(tally.anchors, maxlen=_ANCHORS)
-        resuming = bool(anchors)
-        for batch in self._scan(stage):
-            start = 0
-            if resuming:
-                hit = [i for i, r in enumerate(batch) if r.id in anchors]
-                if not hit:
-                    continue
-                start, resuming = hit[0], False
-            todo = [r for r in batch[start:] if r.id not in anchors]
+        for batch in self.stores[self.roles[stage]].scan(self.batch_size):
+            done = self.checkpoint.compared(stage, [r.id for r in batch]) if self.checkpoint else set()
+            todo = [r for r in batch if r.id not in done]
             if not todo:
                 continue
             self._compare(stage, todo)
-            tally.checked[stage] += len(todo)
-            recent.extend(r.id for r in todo)
-            tally.anchors = list(recent)
-            self._save()
+            self.tally.checked[stage] += len(todo)
+            if self.checkpoint is not None:
+                self.checkpoint.save(self.tally, [r.id for r in todo])
             if self.on_progress is not None:
-                done = sum(tally.checked.values())
-                self.on_progress(
-                    Progress(done, max(done, self.total), time.monotonic() - self.started, self.resumed)
-                )
-        return not resuming
-
-    def _scan(self, stage: Pass) -> Iterator[list[Record]]:
-        return self.stores[self.roles[stage]].scan(self.batch_size)
+                count = sum(self.tally.checked.values())
+                elapsed = time.monotonic() - self.started
+                self.on_progress(Progress(count, max(count, self.total), elapsed, self.resumed))
 
     def _compare(self, stage: Pass, batch: Sequence[Record]) -> None:
         other = {r.id: r for r in self.stores[_other(self.roles[stage])].get([r.id for r in batch])}
@@ -255,10 +270,6 @@ class _Verifier:
                 self.tally.counts[kind] += 1
                 if len(self.tally.samples[kind]) < self.sample:
                     self.tally.samples[kind].append(i)
-
-    def _save(self) -> None:
-        if self.checkpoint is not None:
-            write_json_atomic(self.checkpoint, asdict(self.tally))
 
 
 def _replay_all(outbox: Outbox, stores: dict[Role, VectorStore], batch_size: int) -> ReplayResult:
@@ -295,19 +306,25 @@ def verify(
     stores: dict[Role, VectorStore] = {"legacy": legacy, "target": target}
 
     def one_pass(fix: bool) -> VerifyResult:
-        fresh = _Tally(primary=primary, repair=fix, tolerance=tolerance)
-        tally = fresh if restart else _load_tally(checkpoint, fresh)
-        _Verifier(
-            stores,
-            outbox,
-            tally,
-            sample=sample,
-            batch_size=batch_size,
-            checkpoint=checkpoint,
-            on_progress=on_progress,
-        ).run()
-        if checkpoint is not None:
-            checkpoint.unlink(missing_ok=True)
+        fresh = _Tally(collection=legacy.spec.name, primary=primary, repair=fix, tolerance=tolerance)
+        saved = None if checkpoint is None else _Checkpoint(checkpoint)
+        try:
+            tally = fresh if saved is None else saved.resume(fresh, restart=restart)
+            _Verifier(
+                stores,
+                outbox,
+                tally,
+                sample=sample,
+                batch_size=batch_size,
+                checkpoint=saved,
+                on_progress=on_progress,
+            ).run()
+        except BaseException:
+            if saved is not None:
+                saved.close()
+            raise
+        if saved is not None:
+            saved.remove()
         return VerifyResult(
             primary=primary,
             secondary=_other(primary),

@@ -53,7 +53,7 @@ def _print(result: VerifyResult) -> None:
 @click.option(
     "--checkpoint",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Progress file (default: verify-progress-<collection>.json next to the outbox).",
+    help="Progress file (default: verify-progress-<collection>.db next to the outbox).",
 )
 @click.option("--restart", is_flag=True, help="Ignore the checkpoint and start from the beginning.")
 @click.option("--silent", is_flag=True, help="No progress on stderr.")
@@ -92,7 +92,7 @@ def verify_command(
                         tolerance=tolerance,
                         sample=sample,
                         batch_size=batch_size,
-                        checkpoint=checkpoint or state_path(config, "verify-progress"),
+                        checkpoint=checkpoint or state_path(config, "verify-progress").with_suffix(".db"),
                         restart=restart,
                         on_progress=on_progress,
                     )

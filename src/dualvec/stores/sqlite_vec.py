@@ -29,6 +29,7 @@ _VEC0_TYPES: dict[FieldType, str] = {
     "float": "float",
     "bool": "boolean",
 }
+_ID_CHUNK = 500
 _SQL_OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
 
@@ -116,13 +117,27 @@ class SqliteVecStore(BaseStore):
                 metadata[name] = from_sql(field_type, value)
         return Record(row[0], np.frombuffer(row[1], dtype=np.float32).copy(), metadata)
 
+    def _existing(self, ids: list[str]) -> list[str]:
+        """Which ids the table holds, from its rowids shadow table (an indexed lookup; a DELETE
+        on vec0 for an id it lacks costs as much as one that removes a row)."""
+        found: list[str] = []
+        rowids = quote(self.spec.name + "_rowids")
+        for start in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[start : start + _ID_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            found += [
+                row[0] for row in self._conn.execute(f"SELECT id FROM {rowids} WHERE id IN ({marks})", chunk)
+            ]
+        return found
+
     def _upsert(self, records: list[Record]) -> None:
         table = quote(self.spec.name)
         with self._lock, write_transaction(self._conn):
-            self._conn.executemany(
-                f"DELETE FROM {table} WHERE {quote(self.spec.id_source)} = ?",
-                [(r.id,) for r in records],
-            )
+            replaced = self._existing([r.id for r in records])
+            if replaced:
+                self._conn.executemany(
+                    f"DELETE FROM {table} WHERE {quote(self.spec.id_source)} = ?", [(i,) for i in replaced]
+                )
             self._conn.executemany(self._insert, [self._row(r) for r in records])
 
     def _delete(self, ids: list[str]) -> None:
