@@ -165,3 +165,21 @@ def test_missing_package_is_explained(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "sqlite_vss", None)
     with pytest.raises(ExtensionLoadError, match=r"pip install 'dualvec\[vss\]'"):
         open_store(f"sqlite-vss://{tmp_path}/vss.db", sample_spec())
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_vectors_that_look_like_a_vss_header_keep_every_dimension(tmp_path, metric):
+    # sqlite-vss treats a blob starting with b"v\x01" as its own format and drops two bytes.
+    require(vss_load_problem() is None, "libblas3")
+    spec = sample_spec(dim=16, metric=metric)
+    store = open_store(f"sqlite-vss://{tmp_path}/vss.db", spec)
+    records = make_records(30, 16, seed=5)
+    head = np.frombuffer(b"v\x01\x80?", "<f4")[0]
+    vector = np.full(16, 0.5, dtype=np.float32)
+    vector[0] = head
+    odd = Record("looks-like-header", vector, records[0].metadata)
+    store.upsert([odd, *records])
+    assert [h.id for h in store.search(vector, k=1)] == ["looks-like-header"]
+    for record in records:
+        assert store.search(record.vector, k=1)[0].id == record.id
+    store.close()

@@ -44,6 +44,7 @@ from dualvec.stores.sqlite_common import bind_spec, quote
 from dualvec.stores.sqlite_vec import conditions_to_sql, from_sql
 from dualvec.stores.sqlite_vss_loader import load_vss
 
+_VSS_HEADER = b"v\x01"
 __all__ = ["SqliteVssStore"]
 
 _COLUMN_TYPES: dict[FieldType, str] = {"str": "TEXT", "int": "INTEGER", "float": "REAL", "bool": "INTEGER"}
@@ -145,7 +146,10 @@ class SqliteVssStore(BaseStore):
             raise
 
     def _indexed(self, vector: Vector) -> bytes:
-        return canonical(vector, self.spec.metric).tobytes()
+        """The blob vss0 indexes. sqlite-vss reads a blob starting with b"v\\x01" as its own
+        header and drops those two bytes, so a raw float32 vector that happens to start with
+        them (about 1 in 65,536) would lose a dimension: every blob carries the header."""
+        return _VSS_HEADER + canonical(vector, self.spec.metric).tobytes()
 
     def _distance(self, native: float) -> float:
         if self.spec.metric == "cosine":
