@@ -57,7 +57,12 @@ def test_doctor_names_the_driver_and_sqlite_vec():
     assert report["ok"] is True
     assert report["driver"]
     assert report["sqlite_vec_version"].startswith("v0.1.")
-    assert {b["scheme"] for b in report["backends"]} >= {"sqlite-vec", "lancedb", "qdrant-local", "sqlite-vss"}
+    assert {b["scheme"] for b in report["backends"]} >= {
+        "sqlite-vec",
+        "lancedb",
+        "qdrant-local",
+        "sqlite-vss",
+    }
 
 
 def test_doctor_fails_with_advice_when_no_driver_can_load_extensions(tmp_path):
@@ -71,6 +76,7 @@ def test_doctor_fails_with_advice_when_no_driver_can_load_extensions(tmp_path):
     ).stdout.strip()
     proc = subprocess.run(
         [sys.executable, "-c", "from dualvec.cli.main import main; main()", "doctor"],
+        check=False,
         capture_output=True,
         text=True,
         env=env,
