@@ -266,3 +266,22 @@ def test_rows_without_a_vector_fail_loudly(url, tmp_path):
     store = open_store(url, WRAPPED)
     with pytest.raises(StoreError, match="no vector"):
         list(store.scan())
+
+
+def test_steady_small_writes_are_compacted(tmp_path):
+    spec = sample_spec(dim=DIM)
+    compacted = open_store(f"lancedb://{tmp_path}/a?optimize_every=10", spec)
+    never = open_store(f"lancedb://{tmp_path}/b?optimize_every=0", spec)
+    for step in range(40):
+        batch = make_records(3, DIM, seed=step, prefix=f"s{step}-")
+        compacted.upsert(batch)
+        never.upsert(batch)
+    fragments = {
+        name: lancedb.connect(tmp_path / name).open_table("docs").stats()["fragment_stats"]["num_fragments"]
+        for name in ("a", "b")
+    }
+    assert fragments["b"] >= 40
+    assert fragments["a"] <= 10
+    assert compacted.count() == never.count() == 120
+    with pytest.raises(ConfigError, match="optimize_every"):
+        open_store(f"lancedb://{tmp_path}/c?optimize_every=often", spec)

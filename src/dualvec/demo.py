@@ -21,6 +21,7 @@ from dualvec.backfill import backfill
 from dualvec.flags import write_flag_file
 from dualvec.metrics import DualvecMetrics
 from dualvec.metrics_server import start_metrics_server
+from dualvec.outbox import Role
 from dualvec.records import Record
 from dualvec.registry import open_store
 from dualvec.router import Router
@@ -244,9 +245,15 @@ class Demo:
 
         self._phase(workload, report, "backfill", run_backfill)
 
-        def run_verify(label: str) -> Callable[[], str]:
+        def run_verify(label: str, primary: Role = "legacy") -> Callable[[], str]:
             def body() -> str:
-                result = verify(router.stores["legacy"], router.stores["target"], router.outbox, repair=True)
+                result = verify(
+                    router.stores["legacy"],
+                    router.stores["target"],
+                    router.outbox,
+                    primary=primary,
+                    repair=True,
+                )
                 report.verifies[label] = result.as_dict()
                 return result.summary()
 
@@ -273,8 +280,9 @@ class Demo:
         self._phase(workload, report, "re-ramp 100%")
         _wait_for(lambda: router.outbox.stats().depth == 0, timeout=30)
         self.set_flags(router, phase=Phase.TARGET_PRIMARY, shadow_percent=10.0)
-        self._phase(workload, report, "target-primary", run_verify("final (target-primary)"))
-        self.set_flags(router, phase=Phase.TARGET, shadow_percent=0.0)
+        self._phase(workload, report, "target-primary", run_verify("final (target-primary)", "target"))
+        self.set_flags(router, shadow_percent=0.0)
+        self.set_flags(router, phase=Phase.TARGET)
         self._phase(workload, report, "target")
 
 

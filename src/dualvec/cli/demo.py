@@ -10,6 +10,7 @@ import click
 
 from dualvec.cli.common import errors_exit
 from dualvec.demo import DemoReport, run_demo
+from dualvec.logs import configure_logging
 
 __all__ = ["demo"]
 
@@ -65,7 +66,12 @@ def print_report(report: DemoReport) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def demo(records: int, dim: int, phase_seconds: float, port: int, workdir: Path, as_json: bool) -> None:
-    """Run the whole migration on a generated legacy LanceDB collection and print a report."""
+    """Run the whole migration on a generated legacy LanceDB collection and print a report.
+
+    Only errors are logged while it runs; mismatch samples are kept in DIR/mismatches.jsonl
+    (`dualvec mismatches --path DIR/mismatches.jsonl`).
+    """
+    configure_logging(level="ERROR")
     with errors_exit():
         report = run_demo(
             workdir,

@@ -8,6 +8,7 @@ import click
 
 from dualvec import __version__, configure_logging
 from dualvec.cli.backfill import backfill_command
+from dualvec.cli.demo import demo
 from dualvec.cli.doctor import doctor
 from dualvec.cli.flags import flags, rollback
 from dualvec.cli.mismatches import mismatches
@@ -39,7 +40,18 @@ def cli(config: str | None, log_level: str, log_json: bool | None) -> None:
         os.environ["DUALVEC_CONFIG"] = config
 
 
-for command in (backfill_command, doctor, flags, mismatches, rollback, replay, serve, status, verify_command):
+for command in (
+    demo,
+    backfill_command,
+    doctor,
+    flags,
+    mismatches,
+    rollback,
+    replay,
+    serve,
+    status,
+    verify_command,
+):
     cli.add_command(command)
 
 

@@ -98,7 +98,7 @@ class LanceDBStore(BaseStore):
 
     backend = "lancedb"
 
-    def __init__(self, path: str | Path, spec: CollectionSpec) -> None:
+    def __init__(self, path: str | Path, spec: CollectionSpec, *, optimize_every: int = 200) -> None:
         super().__init__(spec)
         self.path = Path(path)
         self._fields = [(name, spec.source_of(name)) for name in spec.fields]
@@ -110,10 +110,32 @@ class LanceDBStore(BaseStore):
         self._table: LanceTable = self._guard("open", self._open_table)
         self._guard("open", self._bind)
         self.exact = not self._guard("open", self._has_ann_index)
+        self._optimize_every = optimize_every
+        self._writes = 0
 
     @classmethod
-    def from_location(cls, location: str, spec: CollectionSpec) -> LanceDBStore:
-        return cls(location, spec)
+    def from_location(
+        cls, location: str, spec: CollectionSpec, optimize_every: str | None = None
+    ) -> LanceDBStore:
+        """`?optimize_every=N`: compact after every N writes (0: never; default 200)."""
+        try:
+            every = 200 if optimize_every is None else int(optimize_every)
+        except ValueError:
+            every = -1
+        if every < 0:
+            raise ConfigError(
+                f"lancedb URL option optimize_every={optimize_every!r}: expected a whole number"
+            )
+        return cls(location, spec, optimize_every=every)
+
+    def _wrote(self) -> None:
+        """Every write adds a version and small files, and a search reads them all: without
+        compaction a table under steady small writes gets slower by the minute (seen here: 10 ms
+        to 90 ms in two minutes at 3,000 rows). Versions younger than an hour are kept, so a
+        scan or reader pinned to one keeps working."""
+        self._writes += 1
+        if self._optimize_every and self._writes % self._optimize_every == 0:
+            self._table.optimize(cleanup_older_than=timedelta(hours=1))
 
     def _open_table(self) -> LanceTable:
         """The collection's table. A new one is created bound, in one atomic commit: its id column
@@ -237,9 +259,11 @@ class LanceDBStore(BaseStore):
             .when_not_matched_insert_all()
             .execute(data)
         )
+        self._wrote()
 
     def _delete(self, ids: list[str]) -> None:
         self._table.delete(col(self.spec.id_source).isin(ids))
+        self._wrote()
 
     def _get(self, ids: list[str]) -> list[Record]:
         query = self._table.search().where(col(self.spec.id_source).isin(ids))

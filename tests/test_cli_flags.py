@@ -1,0 +1,86 @@
+"""`dualvec flags set` guards, against real stores and a real outbox: reads reach the target only
+after a clean verify of these two stores, target-primary only with an empty outbox, and
+`--force` overrides each refusal."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import sqlite_locked
+from test_backfill_verify import load, open_router, run_cli, set_phase, write_config
+
+from dualvec import open_store
+from dualvec.testing import make_records, sample_spec
+
+
+@pytest.fixture
+def legacy_url(tmp_path, monkeypatch):
+    url = f"sqlite-blob://{tmp_path}/legacy.db"
+    data = write_config(tmp_path, monkeypatch, url)
+    load(url, 100)
+    set_phase(data, "dual")
+    assert run_cli("backfill", "--silent")[0] == 0
+    return url
+
+
+def flag(*assignments: str) -> tuple[int, str]:
+    return run_cli("flags", "set", *assignments)
+
+
+def test_reads_reach_the_target_only_after_a_clean_verify(tmp_path, legacy_url):
+    code, output = flag("read_percent=10")
+    assert code == 1
+    assert "no verify of collection 'docs' has run" in output and "dualvec verify --repair" in output
+
+    target = open_store(f"sqlite-vec://{tmp_path}/target.db", sample_spec(dim=8))
+    target.delete(["doc-3"])
+    target.close()
+    assert run_cli("verify", "--silent")[0] == 3
+    code, output = flag("read_percent=10")
+    assert code == 1 and "the last verify found 1 differences" in output
+
+    assert run_cli("verify", "--repair", "--silent")[0] == 0
+    assert flag("read_percent=10")[0] == 0
+    assert flag("read_percent=50")[0] == 0
+    assert flag("read_percent=0")[0] == 0  # lowering needs nothing
+
+
+def test_force_overrides_the_verify_guard(legacy_url):
+    code, output = flag("read_percent=100", "--force", "--json")
+    assert code == 0, output
+    assert '"read_percent": 100.0' in output
+
+
+def test_a_verify_of_other_stores_does_not_count(tmp_path, monkeypatch, legacy_url):
+    assert run_cli("verify", "--silent")[0] == 0
+    write_config(tmp_path, monkeypatch, legacy_url, f"sqlite-vec://{tmp_path}/other.db")
+    code, output = flag("read_percent=10")
+    assert code == 1 and "the last verify compared other stores" in output
+
+
+def test_target_primary_waits_for_an_empty_outbox(tmp_path, monkeypatch):
+    """A secondary that really failed (another process holds its lock) leaves intents behind."""
+    url = f"sqlite-blob://{tmp_path}/legacy.db"
+    data = write_config(tmp_path, monkeypatch, url, f"sqlite-vec://{tmp_path}/target.db?busy_timeout=0.05")
+    load(url, 10)
+    set_phase(data, "dual")
+    router = open_router()
+    try:
+        with sqlite_locked(tmp_path / "target.db"):
+            router.upsert(make_records(3, 8, seed=5, prefix="late-"))
+        assert router.outbox.stats().depth == 3
+    finally:
+        router.close()
+    code, output = flag("phase=target-primary")
+    assert code == 1 and "3 writes still wait in the outbox" in output and "dualvec replay" in output
+    assert flag("phase=target-primary", "--force")[0] == 0
+    assert run_cli("rollback")[0] == 0  # back to dual
+    assert run_cli("replay")[0] == 0
+    assert flag("phase=target-primary")[0] == 0
+
+
+def test_target_comes_after_target_primary_unless_forced(tmp_path, monkeypatch):
+    data = write_config(tmp_path, monkeypatch, f"sqlite-blob://{tmp_path}/legacy.db")
+    set_phase(data, "dual")
+    code, output = flag("phase=target")
+    assert code == 1 and "go through target-primary first" in output
+    assert flag("phase=target", "--force")[0] == 0
