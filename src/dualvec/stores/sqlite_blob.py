@@ -8,9 +8,6 @@ another connection committed.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,21 +15,11 @@ import numpy.typing as npt
 
 from dualvec.distance import distances, top_k
 from dualvec.filters import Condition
-from dualvec.records import Hit, Metadata, Record, Vector
-from dualvec.spec import CollectionSpec, FieldType
-from dualvec.sqlite_driver import BUSY_TIMEOUT_SECONDS, connect
-from dualvec.stores.base import BaseStore
-from dualvec.stores.sqlite_common import bind_spec, parse_seconds, quote, write_transaction
-from dualvec.stores.sqlite_vec import conditions_to_sql, from_sql
+from dualvec.records import Hit, Record, Vector
+from dualvec.stores.sqlite_common import bind_spec, quote, write_transaction
+from dualvec.stores.sqlite_table import COLUMN_TYPES, SqliteTableStore, conditions_to_sql
 
 __all__ = ["SqliteBlobStore"]
-
-_SQL_TYPES: dict[FieldType, str] = {
-    "str": "TEXT",
-    "int": "INTEGER",
-    "float": "REAL",
-    "bool": "INTEGER",
-}
 
 
 class _VectorCache:
@@ -79,47 +66,21 @@ class _VectorCache:
         self.ids.pop()
 
 
-class SqliteBlobStore(BaseStore):
+class SqliteBlobStore(SqliteTableStore):
     """Plain-table store; exact search in any metric."""
 
     backend = "sqlite-blob"
 
-    def __init__(
-        self, path: str | Path, spec: CollectionSpec, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS
-    ) -> None:
-        super().__init__(spec)
-        self.path = Path(path)
-        self._busy_timeout = busy_timeout
-        self._lock = threading.RLock()
-        self._conn = self._guard("open", connect, self.path, vec=False, busy_timeout=busy_timeout)
-        self._fields = [(name, spec.source_of(name), f.type) for name, f in spec.fields.items()]
-        columns = [spec.id_source, spec.vector_source, *(source for _, source, _ in self._fields)]
-        self._table = quote(spec.name)
-        self._id = quote(spec.id_source)
-        self._select = ", ".join(quote(c) for c in columns)
-        self._insert = (
-            f"INSERT OR REPLACE INTO {self._table} ({self._select}) VALUES ({', '.join('?' * len(columns))})"
-        )
-        self._cache = _VectorCache(spec.dim)
-        self._cache_version: int | None = None
-        self._guard("open", self._create)
-
-    @classmethod
-    def from_location(
-        cls, location: str, spec: CollectionSpec, busy_timeout: str | None = None
-    ) -> SqliteBlobStore:
-        return cls(location, spec, busy_timeout=parse_seconds("busy_timeout", busy_timeout))
-
     def _create(self) -> None:
-        columns = [
-            f"{self._id} TEXT PRIMARY KEY",
-            f"{quote(self.spec.vector_source)} BLOB NOT NULL",
-        ]
-        columns += [f"{quote(source)} {_SQL_TYPES[t]}" for _, source, t in self._fields]
-        with self._lock:
-            bind_spec(
-                self._conn, self.spec, [f"CREATE TABLE IF NOT EXISTS {self._table} ({', '.join(columns)})"]
-            )
+        columns = [f"{self._id} TEXT PRIMARY KEY", f"{quote(self.spec.vector_source)} BLOB NOT NULL"]
+        columns += [f"{quote(source)} {COLUMN_TYPES[t]}" for _, source, t in self._fields]
+        bind_spec(self._conn, self.spec, [f"CREATE TABLE IF NOT EXISTS {self._table} ({', '.join(columns)})"])
+        self._insert = (
+            f"INSERT OR REPLACE INTO {self._table} ({self._select}) "
+            f"VALUES ({', '.join('?' * len(self._columns))})"
+        )
+        self._cache = _VectorCache(self.spec.dim)
+        self._cache_version: int | None = None
 
     def _data_version(self) -> int:
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
@@ -134,13 +95,6 @@ class SqliteBlobStore(BaseStore):
             self._cache.load(rows)
             self._cache_version = version
         return self._cache
-
-    def _record(self, row: tuple[Any, ...]) -> Record:
-        metadata: Metadata = {}
-        for (name, _, field_type), value in zip(self._fields, row[2:], strict=True):
-            if value is not None:
-                metadata[name] = from_sql(field_type, value)
-        return Record(str(row[0]), np.frombuffer(row[1], dtype=np.float32).copy(), metadata)
 
     def _upsert(self, records: list[Record]) -> None:
         rows = [
@@ -161,16 +115,6 @@ class SqliteBlobStore(BaseStore):
             if self._cache_version is not None:
                 for record_id in ids:
                     self._cache.remove(record_id)
-
-    def _get(self, ids: list[str]) -> list[Record]:
-        sql = f"SELECT {self._select} FROM {self._table} WHERE {self._id} = ?"
-        found = []
-        with self._lock:
-            for record_id in ids:
-                row = self._conn.execute(sql, (record_id,)).fetchone()
-                if row is not None:
-                    found.append(self._record(row))
-        return found
 
     def _search(self, query: Vector, k: int, conditions: list[Condition]) -> list[Hit]:
         with self._lock:
@@ -194,16 +138,3 @@ class SqliteBlobStore(BaseStore):
     def _count(self) -> int:
         with self._lock:
             return int(self._conn.execute(f"SELECT count(*) FROM {self._table}").fetchone()[0])
-
-    def _scan(self, batch_size: int) -> Iterator[list[Record]]:
-        conn = connect(self.path, vec=False, busy_timeout=self._busy_timeout)
-        try:
-            cursor = conn.execute(f"SELECT {self._select} FROM {self._table}")
-            while rows := cursor.fetchmany(batch_size):
-                yield [self._record(row) for row in rows]
-        finally:
-            conn.close()
-
-    def _close(self) -> None:
-        with self._lock:
-            self._conn.close()

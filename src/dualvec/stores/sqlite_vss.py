@@ -26,62 +26,37 @@ What vss0 does that this adapter works around, each seen on this machine:
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from dualvec.distance import canonical
 from dualvec.filters import Condition
-from dualvec.records import Hit, Metadata, Record, Vector
-from dualvec.spec import CollectionSpec, FieldType, Metric
+from dualvec.records import Hit, Record, Vector
+from dualvec.spec import Metric
 from dualvec.sqlite_driver import connect
-from dualvec.stores.base import BaseStore
 from dualvec.stores.sqlite_common import bind_spec, quote
-from dualvec.stores.sqlite_vec import conditions_to_sql, from_sql
+from dualvec.stores.sqlite_table import COLUMN_TYPES, SqliteTableStore, conditions_to_sql
 from dualvec.stores.sqlite_vss_loader import load_vss
 
-_VSS_HEADER = b"v\x01"
 __all__ = ["SqliteVssStore"]
 
-_COLUMN_TYPES: dict[FieldType, str] = {"str": "TEXT", "int": "INTEGER", "float": "REAL", "bool": "INTEGER"}
+_VSS_HEADER = b"v\x01"
 # vss0 reads k as a 32-bit int.
 _MAX_VSS_K = 2**31 - 1
 
 
-class SqliteVssStore(BaseStore):
+class SqliteVssStore(SqliteTableStore):
     """sqlite-vss store. Exact search; metrics cosine and l2."""
 
     backend = "sqlite-vss"
     metrics: ClassVar[frozenset[Metric]] = frozenset({"cosine", "l2"})
-
-    def __init__(self, path: str | Path, spec: CollectionSpec) -> None:
-        super().__init__(spec)
-        self.path = Path(path)
-        self._lock = threading.RLock()
-        self._fields = [(name, spec.source_of(name), f.type) for name, f in spec.fields.items()]
-        self._table = quote(spec.name)
-        self._index = quote(f"{spec.name}.vss")
-        self._id = quote(spec.id_source)
-        columns = [spec.id_source, spec.vector_source, *(source for _, source, _ in self._fields)]
-        self._select = ", ".join(quote(c) for c in columns)
-        self._insert = f"INSERT INTO {self._table} ({self._select}) VALUES ({', '.join('?' * len(columns))})"
-        self._conn = self._guard("open", self._connect)
-        try:
-            self._version = self._guard("open", self._create)
-        except BaseException:
-            self._conn.close()
-            raise
-
-    @classmethod
-    def from_location(cls, location: str, spec: CollectionSpec) -> SqliteVssStore:
-        return cls(location, spec)
+    scan_order = "ORDER BY rowid"
 
     def _connect(self) -> Any:
-        conn = connect(self.path, vec=False)
+        conn = connect(self.path, vec=False, busy_timeout=self._busy_timeout)
         try:
             load_vss(conn)
         except BaseException:
@@ -89,14 +64,18 @@ class SqliteVssStore(BaseStore):
             raise
         return conn
 
-    def _create(self) -> int:
-        """Create the tables if needed; return the data version the index in memory matches."""
+    def _create(self) -> None:
+        """Create the tables if needed, and note the data version the index in memory matches."""
         spec = self.spec
+        self._index = quote(f"{spec.name}.vss")
+        self._insert = (
+            f"INSERT INTO {self._table} ({self._select}) VALUES ({', '.join('?' * len(self._columns))})"
+        )
         columns = [
             "rowid INTEGER PRIMARY KEY AUTOINCREMENT",
             f"{self._id} TEXT NOT NULL UNIQUE",
             f"{quote(spec.vector_source)} BLOB NOT NULL",
-            *(f"{quote(source)} {_COLUMN_TYPES[t]}" for _, source, t in self._fields),
+            *(f"{quote(source)} {COLUMN_TYPES[t]}" for _, source, t in self._fields),
         ]
         bind_spec(
             self._conn,
@@ -106,7 +85,7 @@ class SqliteVssStore(BaseStore):
                 f"CREATE VIRTUAL TABLE IF NOT EXISTS {self._index} USING vss0(embedding({spec.dim}))",
             ],
         )
-        return self._data_version()
+        self._version = self._data_version()
 
     def _data_version(self) -> int:
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
@@ -156,16 +135,6 @@ class SqliteVssStore(BaseStore):
             return min(max(native / 2.0, 0.0), 2.0)
         return float(np.sqrt(max(native, 0.0)))
 
-    def _metadata(self, row: tuple[Any, ...]) -> Metadata:
-        return {
-            name: from_sql(field_type, value)
-            for (name, _, field_type), value in zip(self._fields, row, strict=True)
-            if value is not None
-        }
-
-    def _record(self, row: tuple[Any, ...]) -> Record:
-        return Record(row[0], np.frombuffer(row[1], dtype=np.float32).copy(), self._metadata(row[2:]))
-
     def _remove(self, ids: list[str]) -> None:
         """Delete the rows of `ids` from both tables (inside the caller's transaction)."""
         rowids = [
@@ -208,16 +177,6 @@ class SqliteVssStore(BaseStore):
         with self._lock, self._current(write=True):
             self._remove(ids)
 
-    def _get(self, ids: list[str]) -> list[Record]:
-        sql = f"SELECT {self._select} FROM {self._table} WHERE {self._id} = ?"
-        found = []
-        with self._lock:
-            for record_id in ids:
-                row = self._conn.execute(sql, (record_id,)).fetchone()
-                if row is not None:
-                    found.append(self._record(row))
-        return found
-
     def _search(self, query: Vector, k: int, conditions: list[Condition]) -> list[Hit]:
         where, params = conditions_to_sql(self.spec, conditions)
         fields = "".join(f", {quote(source)}" for _, source, _ in self._fields)
@@ -248,18 +207,3 @@ class SqliteVssStore(BaseStore):
     def _count(self) -> int:
         with self._lock:
             return int(self._conn.execute(f"SELECT count(*) FROM {self._table}").fetchone()[0])
-
-    def _scan(self, batch_size: int) -> Iterator[list[Record]]:
-        # Its own connection, one consistent snapshot; the plain table alone holds everything,
-        # so the extension is not even loaded.
-        conn = connect(self.path, vec=False)
-        try:
-            cursor = conn.execute(f"SELECT {self._select} FROM {self._table} ORDER BY rowid")
-            while rows := cursor.fetchmany(batch_size):
-                yield [self._record(row) for row in rows]
-        finally:
-            conn.close()
-
-    def _close(self) -> None:
-        with self._lock:
-            self._conn.close()
