@@ -28,7 +28,6 @@ finished run leaves `complete: true`; running again then tops up whatever the ta
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from dualvec.errors import ConfigError
-from dualvec.flags import write_json_atomic
+from dualvec.json_files import read_json_state, write_json_atomic
 from dualvec.outbox import Outbox, Role
 from dualvec.protocol import VectorStore
 from dualvec.settings import Settings
@@ -50,7 +49,6 @@ __all__ = [
     "ProgressCallback",
     "backfill",
     "plan_backfill",
-    "read_json_state",
     "state_path",
     "waiting_sources",
 ]
@@ -88,22 +86,6 @@ def state_path(config: Settings, kind: str) -> Path:
     """Where a state file of `kind` ("backfill", "verify", ...) lives: next to the outbox, per
     collection, so every process of a deployment finds the same one."""
     return config.outbox_path.with_name(f"{kind}-{config.collection}.json")
-
-
-def read_json_state(path: Path) -> dict[str, Any] | None:
-    """A state file's JSON object, None when there is none; `ConfigError` when it is unreadable
-    (the atomic writes never leave half a file, so only a hand edit gets there)."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{path} is not valid JSON ({exc}); delete it to start over") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} does not hold a JSON object; delete it to start over")
-    return data
 
 
 def waiting_sources(outbox: Outbox) -> dict[str, Role]:

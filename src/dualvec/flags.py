@@ -8,23 +8,20 @@ stay in force. The hot path only reads an attribute holding a frozen snapshot.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
 from pydantic import ValidationError
 
 from dualvec.errors import ConfigError
+from dualvec.json_files import read_json_state, write_json_atomic
 from dualvec.settings import Flags
 
-__all__ = ["FlagSnapshot", "FlagWatcher", "read_flag_file", "write_flag_file", "write_json_atomic"]
+__all__ = ["FlagSnapshot", "FlagWatcher", "read_flag_file", "write_flag_file"]
 
 log = structlog.get_logger("dualvec.flags")
 
@@ -41,39 +38,13 @@ class FlagSnapshot:
 def read_flag_file(path: Path) -> FlagSnapshot | None:
     """The flags in `path`, None when there is no file; `ConfigError` when it is invalid."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    try:
-        data = json.loads(raw)
-        if not isinstance(data, dict):
-            raise ValueError("expected a JSON object")
+        data = read_json_state(path)
+        if data is None:
+            return None
         updated_at = data.pop("updated_at", None)
         return FlagSnapshot(Flags.model_validate(data), str(path), updated_at)
-    except (ValueError, ValidationError) as exc:
+    except (ConfigError, ValidationError) as exc:
         raise ConfigError(f"flag file {path} is invalid, keeping the last good flags: {exc}") from exc
-
-
-def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    """Replace `path` atomically and durably with `payload` as JSON: a reader (or a process
-    killed mid-write and started again) sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def write_flag_file(path: Path, flags: Flags) -> None:

@@ -38,12 +38,11 @@ from dualvec.backfill import (
     DEFAULT_BATCH_SIZE,
     Progress,
     ProgressCallback,
-    read_json_state,
     waiting_sources,
 )
 from dualvec.distance import same_vector
 from dualvec.errors import ConfigError
-from dualvec.flags import write_json_atomic
+from dualvec.json_files import read_json_state, write_json_atomic
 from dualvec.outbox import Op, Outbox, Role
 from dualvec.protocol import VectorStore
 from dualvec.records import Record
