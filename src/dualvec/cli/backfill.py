@@ -127,20 +127,19 @@ def backfill_command(
                 )
                 _print_plan(plan, problem, as_json)
                 return
-            outbox = Outbox(config.outbox_path, config.collection)
-            try:
-                with progress_reporter("backfill", silent=silent) as on_progress:
-                    result = backfill(
-                        stores["legacy"],
-                        stores["target"],
-                        outbox,
-                        batch_size=batch_size,
-                        checkpoint=path,
-                        restart=restart,
-                        on_progress=on_progress,
-                    )
-            finally:
-                outbox.close()
+            with (
+                Outbox(config.outbox_path, config.collection) as outbox,
+                progress_reporter("backfill", silent=silent) as on_progress,
+            ):
+                result = backfill(
+                    stores["legacy"],
+                    stores["target"],
+                    outbox,
+                    batch_size=batch_size,
+                    checkpoint=path,
+                    restart=restart,
+                    on_progress=on_progress,
+                )
     data = {**result.as_dict(), "checkpoint": str(path)}
     if as_json:
         echo_json(data)

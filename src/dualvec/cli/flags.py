@@ -25,11 +25,8 @@ def current_flags(config: Settings) -> FlagSnapshot:
 def _outbox_depth(config: Settings) -> int:
     if not config.outbox_path.exists():
         return 0
-    outbox = Outbox(config.outbox_path, config.collection)
-    try:
+    with Outbox(config.outbox_path, config.collection) as outbox:
         return outbox.stats().depth
-    finally:
-        outbox.close()
 
 
 def unverified(config: Settings) -> str | None:

@@ -20,18 +20,18 @@ def replay(batch_size: int, as_json: bool) -> None:
     Safe beside running writers and other replayers. Exits 1 if some ids could not be repaired.
     """
     config = settings()
-    with errors_exit(), opened_stores(config) as stores:
-        outbox = Outbox(config.outbox_path, config.collection)
-        try:
-            total = ReplayResult()
-            while outbox.stats().depth:
-                result = replay_once(outbox, stores, batch_size)
-                total += result
-                if result.failed:
-                    break
-            remaining = outbox.stats().depth
-        finally:
-            outbox.close()
+    with (
+        errors_exit(),
+        opened_stores(config) as stores,
+        Outbox(config.outbox_path, config.collection) as outbox,
+    ):
+        total = ReplayResult()
+        while outbox.stats().depth:
+            result = replay_once(outbox, stores, batch_size)
+            total += result
+            if result.failed:
+                break
+        remaining = outbox.stats().depth
     summary = {
         "upserted": total.upserted,
         "deleted": total.deleted,

@@ -35,11 +35,8 @@ def status(as_json: bool) -> None:
     with errors_exit():
         snapshot = current_flags(config)
         legacy_spec, target_spec = config.specs()
-        outbox = Outbox(config.outbox_path, config.collection)
-        try:
+        with Outbox(config.outbox_path, config.collection) as outbox:
             stats = outbox.stats()
-        finally:
-            outbox.close()
         data = {
             "collection": config.collection,
             **snapshot.flags.model_dump(mode="json"),

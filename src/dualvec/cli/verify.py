@@ -79,25 +79,24 @@ def verify_command(
     config = settings()
     with errors_exit():
         primary, _ = write_roles(current_flags(config).flags.phase)
-        with opened_stores(config) as stores:
-            outbox = Outbox(config.outbox_path, config.collection)
-            try:
-                with progress_reporter("verify", silent=silent) as on_progress:
-                    result = verify(
-                        stores["legacy"],
-                        stores["target"],
-                        outbox,
-                        primary=primary,
-                        repair=repair,
-                        tolerance=tolerance,
-                        sample=sample,
-                        batch_size=batch_size,
-                        checkpoint=checkpoint or state_path(config, "verify-progress").with_suffix(".db"),
-                        restart=restart,
-                        on_progress=on_progress,
-                    )
-            finally:
-                outbox.close()
+        with (
+            opened_stores(config) as stores,
+            Outbox(config.outbox_path, config.collection) as outbox,
+            progress_reporter("verify", silent=silent) as on_progress,
+        ):
+            result = verify(
+                stores["legacy"],
+                stores["target"],
+                outbox,
+                primary=primary,
+                repair=repair,
+                tolerance=tolerance,
+                sample=sample,
+                batch_size=batch_size,
+                checkpoint=checkpoint or state_path(config, "verify-progress").with_suffix(".db"),
+                restart=restart,
+                on_progress=on_progress,
+            )
         write_verify_state(
             state_path(config, "verify"),
             result,
