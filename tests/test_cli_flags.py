@@ -75,7 +75,44 @@ def test_target_primary_waits_for_an_empty_outbox(tmp_path, monkeypatch):
     assert flag("phase=target-primary", "--force")[0] == 0
     assert run_cli("rollback")[0] == 0  # back to dual
     assert run_cli("replay")[0] == 0
+    code, output = flag("phase=target-primary")
+    assert code == 1 and "no verify" in output  # an empty outbox is not enough
+    assert run_cli("backfill", "--silent")[0] == 0
+    assert run_cli("verify", "--silent")[0] == 0
     assert flag("phase=target-primary")[0] == 0
+
+
+def test_target_primary_only_from_dual(tmp_path, monkeypatch):
+    write_config(tmp_path, monkeypatch, f"sqlite-blob://{tmp_path}/legacy.db")
+    code, output = flag("phase=target-primary")
+    assert code == 1 and "go through dual" in output
+
+
+def test_leaving_dual_writes_forgets_the_last_verify(tmp_path, monkeypatch):
+    """Writes that reach one store only make a past clean verify meaningless."""
+    url = f"sqlite-blob://{tmp_path}/legacy.db"
+    data = write_config(tmp_path, monkeypatch, url)
+    load(url, 10)
+    set_phase(data, "dual")
+    assert run_cli("backfill", "--silent")[0] == 0
+    assert run_cli("verify", "--silent")[0] == 0
+    assert flag("phase=legacy")[0] == 0
+    assert flag("phase=dual")[0] == 0
+    code, output = flag("read_percent=10")
+    assert code == 1 and "no verify" in output
+
+
+def test_flags_are_not_written_where_no_service_reads_them(tmp_path, monkeypatch):
+    monkeypatch.delenv("DUALVEC_CONFIG", raising=False)
+    code, output = run_cli("rollback")
+    assert code == 1 and "no config file" in output
+    assert not (tmp_path / ".dualvec" / "flags.json").exists()
+
+
+def test_invalid_flag_values_are_usage_errors(tmp_path, monkeypatch):
+    write_config(tmp_path, monkeypatch, f"sqlite-blob://{tmp_path}/legacy.db")
+    assert flag("read_percent=150")[0] == 2
+    assert flag("phase=sideways")[0] == 2
 
 
 def test_target_comes_after_target_primary_unless_forced(tmp_path, monkeypatch):

@@ -37,6 +37,7 @@ __all__ = [
     "Phase",
     "Settings",
     "ShadowSettings",
+    "config_path",
     "load_settings",
 ]
 
@@ -144,7 +145,7 @@ class Settings(BaseSettings):
         return (
             init_settings,
             env_settings,
-            TomlConfigSettingsSource(settings_cls, toml_file=_config_path()),
+            TomlConfigSettingsSource(settings_cls, toml_file=config_path()),
         )
 
     @property
@@ -184,7 +185,8 @@ class Settings(BaseSettings):
         return legacy, target
 
 
-def _config_path() -> Path | None:
+def config_path() -> Path | None:
+    """The TOML file settings are read from: DUALVEC_CONFIG, else config/dualvec.toml if present."""
     named = os.environ.get("DUALVEC_CONFIG")
     if named:
         return Path(named)
@@ -193,7 +195,7 @@ def _config_path() -> Path | None:
 
 def load_settings(**overrides: Any) -> Settings:
     """Build settings or raise `ConfigError` naming each bad setting and what it expects."""
-    path = _config_path()
+    path = config_path()
     if os.environ.get("DUALVEC_CONFIG") and path is not None and not path.exists():
         raise ConfigError(f"DUALVEC_CONFIG={path} does not exist; point it at a TOML file")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
@@ -12,10 +13,12 @@ from dualvec.cli.common import echo_json, errors_exit, settings
 from dualvec.errors import ConfigError
 from dualvec.flags import FlagSnapshot, read_flag_file, write_flag_file
 from dualvec.outbox import Outbox
-from dualvec.settings import Flags, Phase, Settings
+from dualvec.settings import Flags, Phase, Settings, config_path
 from dualvec.verify import read_verify_state
 
 __all__ = ["flags", "rollback"]
+
+_DUAL_WRITES = (Phase.DUAL, Phase.TARGET_PRIMARY)
 
 
 def current_flags(config: Settings) -> FlagSnapshot:
@@ -52,17 +55,53 @@ def check_guards(config: Settings, old: Flags, new: Flags) -> None:
                 f"refusing read_percent={new.read_percent:g}: {problem}; run `dualvec verify --repair` "
                 "then `dualvec verify` until it exits 0 (or pass --force)"
             )
-    if new.phase is Phase.TARGET_PRIMARY and old.phase is not Phase.TARGET_PRIMARY:
+    leaving_dual_writes = old.phase in _DUAL_WRITES and new.phase not in _DUAL_WRITES
+    if (new.phase is Phase.TARGET_PRIMARY and old.phase is not Phase.TARGET_PRIMARY) or leaving_dual_writes:
         depth = _outbox_depth(config)
         if depth:
             raise ConfigError(
-                f"refusing phase target-primary: {depth} writes still wait in the outbox; "
+                f"refusing phase {new.phase.value}: {depth} writes still wait in the outbox; "
                 "run `dualvec replay` until it is empty (or pass --force)"
+            )
+    if new.phase is Phase.TARGET_PRIMARY and old.phase is not Phase.TARGET_PRIMARY:
+        if old.phase is not Phase.DUAL:
+            raise ConfigError(
+                f"refusing phase target-primary from {old.phase.value}: go through dual, backfill "
+                "and a clean verify first (or pass --force)"
+            )
+        problem = unverified(config)
+        if problem:
+            raise ConfigError(
+                f"refusing phase target-primary: {problem}; run `dualvec verify --repair` then "
+                "`dualvec verify` until it exits 0 (or pass --force)"
             )
     if new.phase is Phase.TARGET and old.phase is not Phase.TARGET_PRIMARY:
         raise ConfigError(
             f"refusing phase target from {old.phase.value}: go through target-primary first (or pass --force)"
         )
+
+
+def forget_sync(config: Settings) -> None:
+    """Once one store stops receiving writes, a past clean verify and a finished backfill say
+    nothing about the stores any more: drop both, so the guards ask for them again."""
+    for kind in ("verify", "backfill"):
+        state_path(config, kind).unlink(missing_ok=True)
+
+
+def write_flags(config: Settings, old: Flags, new: Flags) -> FlagSnapshot:
+    """Write the flag file every process follows, refusing a path no service can be reading."""
+    if config_path() is None and "DUALVEC_FLAG_FILE" not in os.environ:
+        raise ConfigError(
+            "no config file (config/dualvec.toml or DUALVEC_CONFIG) and no DUALVEC_FLAG_FILE: "
+            f"refusing to write {config.flag_file.resolve()}, which no running service may read"
+        )
+    write_flag_file(config.flag_file, new)
+    if {old.phase, new.phase} & {Phase.DUAL, Phase.TARGET_PRIMARY} and new.phase in (
+        Phase.LEGACY,
+        Phase.TARGET,
+    ):
+        forget_sync(config)
+    return FlagSnapshot(new, str(config.flag_file.resolve()))
 
 
 def _show(snapshot: FlagSnapshot, as_json: bool) -> None:
@@ -111,13 +150,11 @@ def set_flags(assignments: tuple[str, ...], force: bool, as_json: bool) -> None:
         try:
             new = Flags.model_validate({**old.model_dump(), **changes})
         except ValidationError as exc:
-            raise ConfigError(
-                f"invalid flags: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}"
-            ) from exc
+            error = exc.errors()[0]
+            raise click.BadParameter(f"{error['loc'][0]}: {error['msg']}", param_hint="ASSIGNMENTS") from exc
         if not force:
             check_guards(config, old, new)
-        write_flag_file(config.flag_file, new)
-        _show(FlagSnapshot(new, str(config.flag_file)), as_json)
+        _show(write_flags(config, old, new), as_json)
 
 
 @click.command()
@@ -137,5 +174,4 @@ def rollback(as_json: bool) -> None:
             )
         phase = Phase.DUAL if old.phase is Phase.TARGET_PRIMARY else old.phase
         new = old.model_copy(update={"read_percent": 0.0, "phase": phase})
-        write_flag_file(config.flag_file, new)
-        _show(FlagSnapshot(new, str(config.flag_file)), as_json)
+        _show(write_flags(config, old, new), as_json)
