@@ -187,3 +187,26 @@ def test_multithreaded_writes_through_an_outage_lose_nothing(make_router, tmp_pa
     while router.outbox.stats().depth:
         assert router.replay().failed == 0
     assert_same_contents(router.stores["legacy"], router.stores["target"])
+
+
+def test_one_unreadable_record_does_not_block_the_repair_of_others(make_router, tmp_path):
+    from dualvec.sqlite_driver import connect
+
+    router = make_router(phase="dual", target_options="?busy_timeout=0.05")
+    records = make_records(20, DIM)
+    with sqlite_locked(tmp_path / "target.db"):
+        router.upsert(records)
+    # The legacy row of one id is damaged behind dualvec's back: the target refuses it.
+    raw = connect(tmp_path / "legacy.db", vec=False)  # the same SQLite library as the stores
+    raw.execute("UPDATE docs SET lang = NULL WHERE id = ?", (records[7].id,))
+    raw.close()
+    result = router.replay()
+    assert (result.upserted, result.failed) == (19, 1)
+    assert [i.id for i in router.outbox.pending(10)] == [records[7].id]
+    assert router.stores["target"].count() == 19
+    later = make_records(3, DIM, seed=8, prefix="later-")
+    with sqlite_locked(tmp_path / "target.db"):
+        router.upsert(later)
+    # The stuck id has been tried before, so the fresh ones come first.
+    assert [i.id for i in router.outbox.pending(3)] == [r.id for r in later]
+    assert router.replay().upserted == 3

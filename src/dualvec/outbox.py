@@ -75,6 +75,9 @@ class Outbox:
             self._conn.execute(
                 "CREATE INDEX IF NOT EXISTS intents_by_age ON intents (collection, created_at)"
             )
+            self._conn.execute(
+                "CREATE INDEX IF NOT EXISTS intents_by_attempts ON intents (collection, attempts, created_at)"
+            )
 
     @contextmanager
     def write_lock(self) -> Iterator[None]:
@@ -126,10 +129,11 @@ class Outbox:
             )
 
     def pending(self, limit: int) -> list[Intent]:
-        """The oldest waiting intents first."""
+        """Waiting intents, the least often tried first, then the oldest: an id that keeps
+        failing sinks behind fresh ones instead of blocking them."""
         rows = self._execute(
             "SELECT id, op, source, created_at, attempts FROM intents WHERE collection = ? "
-            "ORDER BY created_at LIMIT ?",
+            "ORDER BY attempts, created_at LIMIT ?",
             (self.collection, limit),
         )
         return [Intent(*row) for row in rows]

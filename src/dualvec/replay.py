@@ -37,8 +37,25 @@ def _other(role: Role) -> Role:
     return "target" if role == "legacy" else "legacy"
 
 
+def _repair(outbox: Outbox, stores: dict[Role, VectorStore], source: Role, ids: list[str]) -> ReplayResult:
+    """Copy `ids` from `source` to the other store and clear their intents."""
+    found = stores[source].get(ids)
+    present = {r.id for r in found}
+    missing = [i for i in ids if i not in present]
+    secondary = stores[_other(source)]
+    if found:
+        secondary.upsert(found)
+    if missing:
+        secondary.delete(missing)
+    outbox.clear(ids)
+    return ReplayResult(upserted=len(found), deleted=len(missing))
+
+
 def replay_once(outbox: Outbox, stores: dict[Role, VectorStore], limit: int) -> ReplayResult:
-    """Repair up to `limit` of the oldest intents; failures stay in the outbox for next time."""
+    """Repair up to `limit` intents, those tried least often first; failures stay for next time.
+
+    A batch that fails is retried id by id, so one record the secondary refuses (or one the
+    primary cannot read back) holds up only itself, not every id queued behind it."""
     result = ReplayResult()
     with outbox.write_lock():
         by_source: dict[Role, list[Intent]] = defaultdict(list)
@@ -47,19 +64,14 @@ def replay_once(outbox: Outbox, stores: dict[Role, VectorStore], limit: int) -> 
         for source, intents in by_source.items():
             ids = [i.id for i in intents]
             try:
-                found = stores[source].get(ids)
-                present = {r.id for r in found}
-                missing = [i for i in ids if i not in present]
-                secondary = stores[_other(source)]
-                if found:
-                    secondary.upsert(found)
-                if missing:
-                    secondary.delete(missing)
-                outbox.clear(ids)
+                result += _repair(outbox, stores, source, ids)
+                continue
             except Exception as exc:
-                log.warning("replay_failed", source=source, ids=len(ids), error=repr(exc))
-                outbox.failed(ids, repr(exc))
-                result += ReplayResult(failed=len(ids))
-            else:
-                result += ReplayResult(upserted=len(found), deleted=len(missing))
+                log.warning("replay_batch_failed", source=source, ids=len(ids), error=repr(exc))
+            for record_id in ids:
+                try:
+                    result += _repair(outbox, stores, source, [record_id])
+                except Exception as exc:
+                    outbox.failed([record_id], repr(exc))
+                    result += ReplayResult(failed=1)
     return result
