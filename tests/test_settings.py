@@ -152,3 +152,34 @@ def test_concurrent_writers_never_leave_a_torn_file(tmp_path):
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_flag_file_is_readable_by_services_running_as_another_user(tmp_path):
+    path = tmp_path / "flags.json"
+    write_flag_file(path, Flags(phase=Phase.DUAL))
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_watcher_retries_a_file_it_could_not_open(tmp_path, monkeypatch):
+    path = tmp_path / "flags.json"
+    watcher = FlagWatcher(path, Flags(), poll_seconds=0.05)
+    real_read = read_flag_file
+    failures = []
+
+    def unreadable_once(p):
+        # Stands in for a permission error, which root (these tests' user) cannot get for real.
+        if not failures:
+            failures.append(p)
+            raise PermissionError(13, "Permission denied", str(p))
+        return real_read(p)
+
+    try:
+        monkeypatch.setattr("dualvec.flags.read_flag_file", unreadable_once)
+        write_flag_file(path, Flags(phase=Phase.DUAL, read_percent=50))
+        deadline = time.monotonic() + 2.0
+        while watcher.current.flags.read_percent != 50 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert failures, "the first read should have failed"
+        assert watcher.current.flags.read_percent == 50
+    finally:
+        watcher.close()

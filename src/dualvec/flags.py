@@ -83,12 +83,14 @@ class FlagWatcher:
             seen = None
         if seen == self._seen:
             return self.current
-        self._seen = seen
         try:
             snapshot = read_flag_file(self.path) or self._defaults
         except ConfigError as exc:
+            self._seen = seen  # an invalid file is refused once, then awaited until it changes
             log.error("flag_file_refused", path=str(self.path), error=str(exc))
             return self.current
+        # Marked seen only once read: a file that could not be opened is tried again next poll.
+        self._seen = seen
         if snapshot.flags != self.current.flags or snapshot.source != self.current.source:
             log.info("flags_changed", source=snapshot.source, **snapshot.flags.model_dump(mode="json"))
             self.current = snapshot
