@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -11,10 +13,14 @@ from dualvec.spec import Metric
 __all__ = ["canonical", "distances", "same_vector", "top_k"]
 
 
-def distances(matrix: npt.NDArray[np.float32], query: Vector, metric: Metric) -> npt.NDArray[np.float64]:
-    """Distances from `query` to every row, in float64 so they match any float32 backend to 1e-5."""
-    rows = matrix.astype(np.float64, copy=False)
-    q = query.astype(np.float64)
+def distances(
+    matrix: npt.NDArray[np.float32], query: Vector, metric: Metric, *, exact: bool = True
+) -> npt.NDArray[np.float64]:
+    """Distances from `query` to every row: in float64 (`exact`) they match any float32 backend
+    to 1e-5; in float32 they are four times cheaper and good for choosing candidates."""
+    dtype: type[np.floating[Any]] = np.float64 if exact else np.float32
+    rows: npt.NDArray[np.floating[Any]] = matrix.astype(dtype, copy=False)
+    q: npt.NDArray[np.floating[Any]] = query.astype(dtype)
     if metric == "l2":
         diff = rows - q
         squared: npt.NDArray[np.float64] = np.einsum("ij,ij->i", diff, diff)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,6 +79,18 @@ def phase_problem(config: Settings, command: str) -> str | None:
     return f"refusing to {command} in phase {phase.value}: {first} (or pass --force)"
 
 
+def wait_for_flags(config: Settings) -> None:
+    """Let every process pick up the last flag change before copying: a process still in phase
+    legacy writes to legacy alone, and a copy made before its write would miss it."""
+    snapshot = current_flags(config)
+    if snapshot.updated_at is None:
+        return
+    settle = config.flag_poll_seconds + 0.5 - (time.time() - snapshot.updated_at)
+    if settle > 0:
+        click.echo(f"waiting {settle:.1f} s for every process to see the last flag change", err=True)
+        time.sleep(settle)
+
+
 @click.command("backfill")
 @click.option(
     "--batch-size",
@@ -116,6 +129,8 @@ def backfill_command(
         problem = None if force else phase_problem(config, "backfill")
         if problem and not dry_run:
             raise ConfigError(problem)
+        if not dry_run:
+            wait_for_flags(config)
         with opened_stores(config) as stores:
             if dry_run:
                 plan = plan_backfill(

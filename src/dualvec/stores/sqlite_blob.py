@@ -16,6 +16,7 @@ import numpy.typing as npt
 from dualvec.distance import distances, top_k
 from dualvec.filters import Condition
 from dualvec.records import Hit, Record, Vector
+from dualvec.spec import Metric
 from dualvec.stores.sqlite_common import bind_spec, quote, write_transaction
 from dualvec.stores.sqlite_table import COLUMN_TYPES, SqliteTableStore, conditions_to_sql
 
@@ -64,6 +65,18 @@ class _VectorCache:
             self.ids[row] = moved
             self.index[moved] = row
         self.ids.pop()
+
+
+def _nearest(
+    matrix: npt.NDArray[np.float32], query: Vector, k: int, metric: Metric
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+    """Rows of the k nearest and their exact distances: a float32 pass over every row picks
+    candidates (with a margin for rounding), then float64 ranks and measures only those."""
+    rough = distances(matrix, query, metric, exact=False)
+    candidates = top_k(rough, min(len(rough), 2 * k + 16))
+    exact = distances(matrix[candidates], query, metric)
+    order = top_k(exact, k)
+    return candidates[order], exact[order]
 
 
 class SqliteBlobStore(SqliteTableStore):
@@ -117,23 +130,30 @@ class SqliteBlobStore(SqliteTableStore):
                     self._cache.remove(record_id)
 
     def _search(self, query: Vector, k: int, conditions: list[Condition]) -> list[Hit]:
+        # One read transaction: the cache check, the filter and the metadata all see the same
+        # snapshot, whatever another process commits meanwhile.
         with self._lock:
-            cache = self._fresh_cache()
-            if conditions:
-                where, params = conditions_to_sql(self.spec, conditions)
-                allowed = self._conn.execute(
-                    f"SELECT {self._id} FROM {self._table} WHERE {where}", params
-                ).fetchall()
-                rows = np.fromiter((cache.index[str(r[0])] for r in allowed), dtype=np.intp)
-            else:
-                rows = np.arange(cache.size)
-            if not len(rows):
-                return []
-            dist = distances(cache.matrix[rows], query, self.spec.metric)
-            best = top_k(dist, k)
-            ids = [cache.ids[rows[i]] for i in best]
-            records = {r.id: r for r in self._get(ids)}
-        return [Hit(i, float(dist[b]), records[i].metadata) for i, b in zip(ids, best, strict=True)]
+            self._conn.execute("BEGIN")
+            try:
+                cache = self._fresh_cache()
+                if conditions:
+                    where, params = conditions_to_sql(self.spec, conditions)
+                    allowed = self._conn.execute(
+                        f"SELECT {self._id} FROM {self._table} WHERE {where}", params
+                    ).fetchall()
+                    rows = np.fromiter((cache.index[str(r[0])] for r in allowed), dtype=np.intp)
+                    matrix = cache.matrix[rows]
+                else:
+                    rows = np.arange(cache.size)
+                    matrix = cache.matrix[: cache.size]
+                if not len(rows):
+                    return []
+                best, dist = _nearest(matrix, query, k, self.spec.metric)
+                ids = [cache.ids[rows[i]] for i in best]
+                records = {r.id: r for r in self._get(ids)}
+            finally:
+                self._conn.execute("COMMIT")
+        return [Hit(i, float(d), records[i].metadata) for i, d in zip(ids, dist, strict=True)]
 
     def _count(self) -> int:
         with self._lock:
