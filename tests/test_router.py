@@ -210,3 +210,20 @@ def test_one_unreadable_record_does_not_block_the_repair_of_others(make_router, 
     # The stuck id has been tried before, so the fresh ones come first.
     assert [i.id for i in router.outbox.pending(3)] == [r.id for r in later]
     assert router.replay().upserted == 3
+
+
+def test_shadow_sampling_is_per_read_so_every_tenant_is_compared(make_router):
+    from collections import Counter
+
+    from dualvec.routing import key_fingerprint
+
+    router = make_router(read_percent=50, shadow_percent=20)
+    router.upsert(make_records(50, DIM))
+    shadowed = Counter()
+    router.shadow.submit = lambda **job: shadowed.update([job["routing_key_hash"]]) or True
+    tenants = ["a", "b", "c", "d"]
+    for tenant in tenants:
+        for _ in range(500):
+            router.search(np.ones(DIM, np.float32), k=3, routing_key=tenant)
+    for tenant in tenants:
+        assert 60 < shadowed[key_fingerprint(tenant)] < 140  # 20% of 500, each tenant alike

@@ -42,14 +42,12 @@ def test_buckets_are_identical_in_another_interpreter():
     assert all(0 <= b < BUCKETS for b in here)
 
 
-def test_salts_separate_collections_and_shadow_sampling():
+def test_salts_separate_collections():
     read_docs = {k for k in KEYS if in_percent(k, "read:docs", 50)}
     read_other = {k for k in KEYS if in_percent(k, "read:other", 50)}
-    shadow_docs = {k for k in KEYS if in_percent(k, "shadow:docs", 50)}
     # Independent halves overlap on about a quarter of all keys.
-    for other in (read_other, shadow_docs):
-        overlap = len(read_docs & other) / len(KEYS)
-        assert 0.24 < overlap < 0.26
+    overlap = len(read_docs & read_other) / len(KEYS)
+    assert 0.24 < overlap < 0.26
 
 
 def test_no_key_routes_at_random_per_request():

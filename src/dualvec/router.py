@@ -116,7 +116,6 @@ class Router:
             mismatch_log=MismatchLog(shadow.mismatch_log),
         )
         self._read_salt = f"read:{self.spec.name}"
-        self._shadow_salt = f"shadow:{self.spec.name}"
         self._flags = FlagWatcher(
             settings.flag_file,
             settings.flags,
@@ -190,9 +189,9 @@ class Router:
         store = self.stores[served]
         hits = self._timed(served, "search", "primary", lambda: store.search(query, limit, filter))
         self.metrics.served(served)
-        if flags.phase in (Phase.DUAL, Phase.TARGET_PRIMARY) and in_percent(
-            key, self._shadow_salt, flags.shadow_percent
-        ):
+        # Sampled per read, not per key: every tenant gets compared, at the same rate, and the
+        # sample is independent of which store served the read.
+        if flags.phase in (Phase.DUAL, Phase.TARGET_PRIMARY) and in_percent(None, "", flags.shadow_percent):
             other: Role = "legacy" if served == "target" else "target"
             other_store = self.stores[other]
             self.shadow.submit(

@@ -3,8 +3,8 @@ host and Python version (BLAKE2b, not the salted built-in `hash()`).
 
 A read goes to the target when its bucket is below `read_percent * 100`; raising the percent
 only adds buckets, so a key once on the target stays there, and lowering it removes the most
-recently added buckets first. Shadow sampling uses a different salt, so whether a read is
-shadowed is independent of which store served it.
+recently added buckets first. Shadow sampling is decided per read, at random, so whether a
+read is shadowed is independent of which store served it and no tenant escapes comparison.
 """
 
 from __future__ import annotations
