@@ -15,7 +15,6 @@ from dualvec.distance import distances, same_vector
 from dualvec.errors import ConfigError, ModelMismatchError, StoreLockedError
 from dualvec.records import Record
 from dualvec.spec import CollectionSpec, FieldSpec
-from dualvec.stores.memory import MemoryStore
 from dualvec.testing import make_records, sample_spec
 from dualvec.testing.conformance import PersistentStoreConformance
 
@@ -116,25 +115,6 @@ def test_ids_that_look_like_qdrant_ids_come_back_unchanged(folder):
         assert [r.id for r in store.get(ids)] == ids
         assert sorted(r.id for batch in store.scan(2) for r in batch) == sorted(ids)
         assert store.search(records[1].vector, k=1)[0].id == ids[1]
-
-
-@pytest.mark.parametrize(
-    "filter",
-    [{"lang": {"$gt": "de"}}, {"lang": {"$lte": "en"}, "year": {"$gte": 2012}}, {"lang": {"$lt": "a"}}],
-    ids=str,
-)
-def test_string_comparisons_qdrant_lacks_are_still_exact(folder, filter):
-    spec = sample_spec(dim=DIM, metric="l2")
-    records = make_records(200, DIM, seed=11)
-    reference = MemoryStore(spec)
-    reference.upsert(records)
-    with open_store(f"qdrant-local://{folder}", spec) as store:
-        store.upsert(records)
-        for query in records[:5]:
-            want = reference.search(query.vector, k=15, filter=filter)
-            got = store.search(query.vector, k=15, filter=filter)
-            assert [h.id for h in got] == [h.id for h in want]
-            assert [h.distance for h in got] == pytest.approx([h.distance for h in want], abs=1e-5)
 
 
 # wrapping a collection created without dualvec

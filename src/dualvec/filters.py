@@ -60,8 +60,17 @@ def parse_filter(spec: CollectionSpec, filter: Filter | None) -> list[Condition]
             where = f"filter.{name}.{op}"
             if op not in OPERATORS:
                 raise ValidationError(f"filter.{name}: unknown operator {op!r}; use one of {OPERATORS}")
-            if op in _ORDER_OPS and field.type == "bool":
-                raise ValidationError(f"{where}: bool fields support only $eq, $ne, $in, $nin")
+            if op in _ORDER_OPS and field.type in ("bool", "str"):
+                # sqlite-vec 0.1.9 compares metadata strings longer than 12 bytes wrongly (or
+                # fails), so the target could not answer what the legacy store would.
+                raise ValidationError(
+                    f"{where}: {field.type} fields support only $eq, $ne, $in, $nin"
+                    + (
+                        "; order strings in your application, or store an int key to range on"
+                        if field.type == "str"
+                        else ""
+                    )
+                )
             if op in _SET_OPS:
                 if field.type == "float":
                     raise ValidationError(f"{where}: float fields do not support {op}; use $gte/$lte ranges")

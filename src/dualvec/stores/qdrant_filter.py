@@ -4,9 +4,8 @@ Two gaps in Qdrant's filters are closed here:
 
 - `must_not` also matches points where the key is missing, while a filter matches set fields
   only (SQL's ``x != 'a'`` is not true for NULL). Negations therefore also require the key.
-- `Range` takes numbers only, and exact match takes no floats. Floats match with a closed
-  range; string comparisons ($gt... on a str field) cannot be expressed and are returned for
-  the caller to apply to the payload itself.
+- Exact match takes no floats: floats match with a closed range. (Range filters on strings,
+  which Qdrant cannot express, are refused for every store by `dualvec.filters`.)
 """
 
 from __future__ import annotations
@@ -35,13 +34,10 @@ def _one_of(key: str, field_type: FieldType, values: tuple[Any, ...]) -> models.
     return models.FieldCondition(key=key, match=models.MatchAny(any=list(values)))
 
 
-def to_qdrant_filter(
-    spec: CollectionSpec, conditions: list[Condition]
-) -> tuple[models.Filter | None, list[Condition]]:
-    """The native filter for `conditions`, and the conditions it leaves to the caller."""
+def to_qdrant_filter(spec: CollectionSpec, conditions: list[Condition]) -> models.Filter | None:
+    """The native filter for `conditions`."""
     must: list[models.Condition] = []
     must_not: list[models.Condition] = []
-    left: list[Condition] = []
     for c in conditions:
         key = spec.source_of(c.field)
         field_type = spec.fields[c.field].type
@@ -55,10 +51,8 @@ def to_qdrant_filter(
             )
             must_not.append(negated)
             must_not.append(models.IsEmptyCondition(is_empty=models.PayloadField(key=key)))
-        elif field_type == "str":
-            left.append(c)
         else:
             must.append(models.FieldCondition(key=key, range=models.Range(**{_RANGE_KEYS[c.op]: c.value})))
     if not must and not must_not:
-        return None, left
-    return models.Filter(must=must or None, must_not=must_not or None), left
+        return None
+    return models.Filter(must=must or None, must_not=must_not or None)

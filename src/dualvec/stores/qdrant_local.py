@@ -26,7 +26,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from dualvec.errors import ConfigError, StoreError
-from dualvec.filters import Condition, matches
+from dualvec.filters import Condition
 from dualvec.records import Hit, Metadata, Record, Vector
 from dualvec.spec import CollectionSpec, Metric
 from dualvec.stores.base import BaseStore
@@ -241,30 +241,24 @@ class QdrantLocalStore(BaseStore):
         return True if self._using is None else [self._using]
 
     def _search(self, query: Vector, k: int, conditions: list[Condition]) -> list[Hit]:
-        native, leftover = to_qdrant_filter(self.spec, conditions)
-        shared, limit = self._folder, k
-        while True:
-            with shared.lock:
-                points = shared.client.query_points(
-                    self.spec.name,
-                    query=query.tolist(),
-                    using=self._using,
-                    query_filter=native,
-                    limit=limit,
-                    with_payload=self._keys,
-                ).points
-            hits = []
-            for point in points:
-                metadata = self._metadata(point.payload or {})
-                # What Qdrant cannot filter on (string comparisons) is checked here, over a
-                # widening top list, so that the answer stays exact.
-                if all(c.field in metadata for c in leftover) and matches(leftover, metadata):
-                    hits.append(
-                        Hit((point.payload or {})[self.spec.id_source], self._distance(point.score), metadata)
-                    )
-            if len(hits) >= k or len(points) < limit:
-                return hits[:k]
-            limit *= 4
+        shared = self._folder
+        with shared.lock:
+            points = shared.client.query_points(
+                self.spec.name,
+                query=query.tolist(),
+                using=self._using,
+                query_filter=to_qdrant_filter(self.spec, conditions),
+                limit=k,
+                with_payload=self._keys,
+            ).points
+        return [
+            Hit(
+                (point.payload or {})[self.spec.id_source],
+                self._distance(point.score),
+                self._metadata(point.payload or {}),
+            )
+            for point in points
+        ]
 
     def _count(self) -> int:
         shared = self._folder

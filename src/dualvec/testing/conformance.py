@@ -285,6 +285,7 @@ class StoreConformance:
             {"year": {"$in": []}},
             {"score": {"$in": [0.5]}},
             {"public": {"$gt": False}},
+            {"lang": {"$gt": "de"}},
             {"lang": None},
             {"lang); DROP TABLE docs; --": "en"},
         ],
