@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from abc import abstractmethod
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -56,6 +57,10 @@ class SqliteTableStore(BaseStore):
     """Subclasses create their tables in `_create` and may load extensions in `_connect`."""
 
     loads_vec: ClassVar[bool] = False
+    # Reads on a connection of their own never wait behind a write blocked on SQLite's lock
+    # (WAL lets them run beside it); stores whose reads depend on their own connection's state
+    # keep one connection.
+    separate_reader: ClassVar[bool] = False
     # Appended to the scan's SELECT, for stores whose natural order is not their insert order.
     scan_order: ClassVar[str] = ""
 
@@ -72,12 +77,25 @@ class SqliteTableStore(BaseStore):
         self._id = quote(spec.id_source)
         self._select = ", ".join(quote(c) for c in self._columns)
         self._conn = self._guard("open", self._connect)
+        self._separate: Any | None = None
+        self._separate_lock = threading.Lock()
         try:
             with self._lock:
                 self._guard("open", self._create)
+            if self.separate_reader:
+                self._separate = self._guard("open", self._connect)
         except BaseException:
             self._conn.close()
             raise
+
+    @property
+    def _reader(self) -> Any:
+        """The connection reads use: the store's own, or one kept for reads alone."""
+        return self._conn if self._separate is None else self._separate
+
+    @property
+    def _read_lock(self) -> AbstractContextManager[Any]:
+        return self._lock if self._separate is None else self._separate_lock
 
     @classmethod
     def from_location(
@@ -107,9 +125,9 @@ class SqliteTableStore(BaseStore):
     def _get(self, ids: list[str]) -> list[Record]:
         sql = f"SELECT {self._select} FROM {self._table} WHERE {self._id} = ?"
         found = []
-        with self._lock:
+        with self._read_lock:
             for record_id in ids:
-                row = self._conn.execute(sql, (record_id,)).fetchone()
+                row = self._reader.execute(sql, (record_id,)).fetchone()
                 if row is not None:
                     found.append(self._record(row))
         return found
@@ -125,5 +143,7 @@ class SqliteTableStore(BaseStore):
             conn.close()
 
     def _close(self) -> None:
-        with self._lock:
+        with self._lock, self._separate_lock:
             self._conn.close()
+            if self._separate is not None:
+                self._separate.close()

@@ -27,6 +27,7 @@ class SqliteVecStore(SqliteTableStore):
     backend = "sqlite-vec"
     metrics: ClassVar[frozenset[Metric]] = frozenset({"cosine", "l2"})
     loads_vec = True
+    separate_reader = True
 
     def _create(self) -> None:
         spec = self.spec
@@ -80,8 +81,8 @@ class SqliteVecStore(SqliteTableStore):
             + (f" AND {where}" if where else "")
             + " ORDER BY distance"
         )
-        with self._lock:
-            rows = self._conn.execute(sql, [query.tobytes(), k, *params]).fetchall()
+        with self._read_lock:
+            rows = self._reader.execute(sql, [query.tobytes(), k, *params]).fetchall()
         cosine = self.spec.metric == "cosine"
         return [
             Hit(row[0], min(max(row[1], 0.0), 2.0) if cosine else float(row[1]), self._metadata(row[2:]))
@@ -90,6 +91,6 @@ class SqliteVecStore(SqliteTableStore):
 
     def _count(self) -> int:
         # count(*) on vec0 walks every chunk; its rowids shadow table is a plain b-tree.
-        with self._lock:
+        with self._read_lock:
             rowids = quote(self.spec.name + "_rowids")
-            return int(self._conn.execute(f"SELECT count(*) FROM {rowids}").fetchone()[0])
+            return int(self._reader.execute(f"SELECT count(*) FROM {rowids}").fetchone()[0])
