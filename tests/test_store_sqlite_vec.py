@@ -27,12 +27,15 @@ def test_reads_do_not_wait_behind_a_write_blocked_on_the_lock(tmp_path):
     records = make_records(100, 16)
     store.upsert(records)
     outcome = []
+
+    def write() -> None:
+        try:
+            store.upsert(make_records(5, 16, seed=3, prefix="w-"))
+        except StoreError as exc:
+            outcome.append(exc)
+
     with sqlite_locked(tmp_path / "vec.db"):
-        writer = threading.Thread(
-            target=lambda: outcome.append(
-                pytest.raises(StoreError, store.upsert, make_records(5, 16, seed=3, prefix="w-"))
-            )
-        )
+        writer = threading.Thread(target=write)
         writer.start()
         time.sleep(0.2)  # the write is now waiting for the lock
         start = time.perf_counter()
