@@ -39,7 +39,6 @@ from dualvec.errors import ConfigError
 from dualvec.json_files import read_json_state, write_json_atomic
 from dualvec.outbox import Outbox, Role
 from dualvec.protocol import VectorStore
-from dualvec.settings import Settings
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -49,7 +48,6 @@ __all__ = [
     "ProgressCallback",
     "backfill",
     "plan_backfill",
-    "state_path",
     "waiting_sources",
 ]
 
@@ -80,12 +78,6 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
-
-
-def state_path(config: Settings, kind: str) -> Path:
-    """Where a state file of `kind` ("backfill", "verify", ...) lives: next to the outbox, per
-    collection, so every process of a deployment finds the same one."""
-    return config.outbox_path.with_name(f"{kind}-{config.collection}.json")
 
 
 def waiting_sources(outbox: Outbox) -> dict[str, Role]:

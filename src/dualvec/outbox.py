@@ -25,10 +25,14 @@ from typing import Any, Literal
 from dualvec.sqlite_driver import connect
 from dualvec.stores.sqlite_common import write_transaction
 
-__all__ = ["Intent", "Outbox", "OutboxStats"]
+__all__ = ["Intent", "Outbox", "OutboxStats", "other_role"]
 
 Op = Literal["upsert", "delete"]
 Role = Literal["legacy", "target"]
+
+
+def other_role(role: Role) -> Role:
+    return "target" if role == "legacy" else "legacy"
 
 
 @dataclass(frozen=True)

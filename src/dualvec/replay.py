@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from dualvec.outbox import Intent, Outbox, Role
+from dualvec.outbox import Intent, Outbox, Role, other_role
 from dualvec.protocol import VectorStore
 
 __all__ = ["ReplayResult", "replay_once"]
@@ -33,16 +33,12 @@ class ReplayResult:
         )
 
 
-def _other(role: Role) -> Role:
-    return "target" if role == "legacy" else "legacy"
-
-
 def _repair(outbox: Outbox, stores: dict[Role, VectorStore], source: Role, ids: list[str]) -> ReplayResult:
     """Copy `ids` from `source` to the other store and clear their intents."""
     found = stores[source].get(ids)
     present = {r.id for r in found}
     missing = [i for i in ids if i not in present]
-    secondary = stores[_other(source)]
+    secondary = stores[other_role(source)]
     if found:
         secondary.upsert(found)
     if missing:

@@ -13,13 +13,11 @@ router within a second.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import TracebackType
-from typing import TypeVar
 
 import structlog
 
@@ -28,10 +26,8 @@ from dualvec.errors import ConfigError
 from dualvec.filters import Filter, parse_filter
 from dualvec.flags import FlagSnapshot, FlagWatcher
 from dualvec.metrics import DualvecMetrics
-from dualvec.metrics import Op as MetricOp
-from dualvec.metrics import Role as MetricRole
 from dualvec.mismatch_log import MismatchLog
-from dualvec.outbox import Op, Outbox, Role
+from dualvec.outbox import Op, Outbox, Role, other_role
 from dualvec.protocol import VectorStore
 from dualvec.records import Hit, Record
 from dualvec.registry import open_store
@@ -45,7 +41,6 @@ from dualvec.validation import check_ids, check_k, check_model, check_query_vect
 __all__ = ["Router", "routing_key", "write_roles"]
 
 log = structlog.get_logger("dualvec.router")
-T = TypeVar("T")
 
 _routing_key: ContextVar[str | None] = ContextVar("dualvec_routing_key", default=None)
 
@@ -99,7 +94,6 @@ class Router:
     ) -> None:
         _check_compatible(legacy.spec, target.spec)
         self.spec = target.spec
-        self.exact = legacy.exact and target.exact
         self.stores: dict[Role, VectorStore] = {"legacy": legacy, "target": target}
         self.settings = settings
         self.metrics = metrics or DualvecMetrics()
@@ -143,6 +137,11 @@ class Router:
             raise
         return cls(legacy, target, settings, **kwargs)  # type: ignore[arg-type]
 
+    @property
+    def exact(self) -> bool:
+        """Both stores answer exactly (a LanceDB table turns approximate once it gets an index)."""
+        return all(store.exact for store in self.stores.values())
+
     # flags
 
     @property
@@ -162,13 +161,6 @@ class Router:
 
     # reads
 
-    def _timed(self, store: Role, op: MetricOp, role: MetricRole, fn: Callable[[], T]) -> T:
-        start = time.perf_counter()
-        try:
-            return fn()
-        finally:
-            self.metrics.observe(store, op, role, time.perf_counter() - start)
-
     def search(
         self,
         vector: object,
@@ -187,12 +179,13 @@ class Router:
         key = routing_key if routing_key is not None else _routing_key.get()
         served: Role = "target" if self.reads_target(flags, key) else "legacy"
         store = self.stores[served]
-        hits = self._timed(served, "search", "primary", lambda: store.search(query, limit, filter))
+        with self.metrics.time(served, "search", "primary"):
+            hits = store.search(query, limit, filter)
         self.metrics.served(served)
         # Sampled per read, not per key: every tenant gets compared, at the same rate, and the
         # sample is independent of which store served the read.
         if flags.phase in (Phase.DUAL, Phase.TARGET_PRIMARY) and in_percent(None, "", flags.shadow_percent):
-            other: Role = "legacy" if served == "target" else "target"
+            other = other_role(served)
             other_store = self.stores[other]
             self.shadow.submit(
                 served_store=served,
@@ -210,11 +203,13 @@ class Router:
         clean = check_ids(ids)
         key = routing_key if routing_key is not None else _routing_key.get()
         served: Role = "target" if self.reads_target(self._flags.current.flags, key) else "legacy"
-        return self._timed(served, "get", "primary", lambda: self.stores[served].get(clean))
+        with self.metrics.time(served, "get", "primary"):
+            return self.stores[served].get(clean)
 
     def count(self) -> int:
         primary, _ = write_roles(self._flags.current.flags.phase)
-        return self._timed(primary, "count", "primary", self.stores[primary].count)
+        with self.metrics.time(primary, "count", "primary"):
+            return self.stores[primary].count()
 
     def scan(self, batch_size: int = 1000) -> Iterator[list[Record]]:
         primary, _ = write_roles(self._flags.current.flags.phase)
@@ -243,7 +238,8 @@ class Router:
             self.outbox.record(ids, op, primary)
             self._apply_primary(primary, op, apply)
             try:
-                self._timed(secondary, op, "secondary", lambda: apply(self.stores[secondary]))
+                with self.metrics.time(secondary, op, "secondary"):
+                    apply(self.stores[secondary])
             except Exception as exc:
                 self.metrics.write_failed(secondary, op)
                 log.warning("secondary_write_failed", store=secondary, op=op, ids=len(ids), error=repr(exc))
@@ -253,7 +249,8 @@ class Router:
 
     def _apply_primary(self, primary: Role, op: Op, apply: Callable[[VectorStore], None]) -> None:
         try:
-            self._timed(primary, op, "primary", lambda: apply(self.stores[primary]))
+            with self.metrics.time(primary, op, "primary"):
+                apply(self.stores[primary])
         except Exception:
             self.metrics.write_failed(primary, op)
             raise

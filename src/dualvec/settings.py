@@ -153,6 +153,11 @@ class Settings(BaseSettings):
         """The flags as configured, before any flag file."""
         return Flags(phase=self.phase, read_percent=self.read_percent, shadow_percent=self.shadow_percent)
 
+    def state_file(self, kind: str) -> Path:
+        """Where a state file of `kind` ("backfill", "verify", ...) lives: next to the outbox, per
+        collection, so every process of a deployment finds the same one."""
+        return self.outbox_path.with_name(f"{kind}-{self.collection}.json")
+
     def specs(self, name: str | None = None) -> tuple[CollectionSpec, CollectionSpec]:
         """The (legacy, target) specs of a collection: same data, each store's own names."""
         name = name or self.collection

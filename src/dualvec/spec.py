@@ -102,10 +102,6 @@ class CollectionSpec(BaseModel):
     def filterable_fields(self) -> dict[str, FieldSpec]:
         return {n: f for n, f in self.fields.items() if f.filterable}
 
-    @property
-    def stored_fields(self) -> dict[str, FieldSpec]:
-        return {n: f for n, f in self.fields.items() if not f.filterable}
-
     def same_layout(self, other: CollectionSpec) -> bool:
         """Whether `other` describes the same stored data (the model is checked separately)."""
         return self.model_copy(update={"model": other.model}) == other

@@ -43,7 +43,7 @@ from dualvec.backfill import (
 from dualvec.distance import same_vector
 from dualvec.errors import ConfigError
 from dualvec.json_files import read_json_state, write_json_atomic
-from dualvec.outbox import Op, Outbox, Role
+from dualvec.outbox import Op, Outbox, Role, other_role
 from dualvec.protocol import VectorStore
 from dualvec.records import Record
 from dualvec.replay import ReplayResult, replay_once
@@ -62,10 +62,6 @@ _PASS_KINDS: dict[Pass, frozenset[DiffKind]] = {
     "secondary": frozenset({"extra"}),
 }
 _REPAIR_OP: dict[Pass, Op] = {"primary": "upsert", "secondary": "delete"}
-
-
-def _other(role: Role) -> Role:
-    return "target" if role == "legacy" else "legacy"
 
 
 @dataclass(frozen=True)
@@ -208,7 +204,7 @@ class _Verifier:
         on_progress: ProgressCallback | None,
     ) -> None:
         self.stores, self.outbox, self.tally = stores, outbox, tally
-        self.roles: dict[Pass, Role] = {"primary": tally.primary, "secondary": _other(tally.primary)}
+        self.roles: dict[Pass, Role] = {"primary": tally.primary, "secondary": other_role(tally.primary)}
         self.metric = stores[tally.primary].spec.metric
         self.sample, self.batch_size = sample, batch_size
         self.checkpoint, self.on_progress = checkpoint, on_progress
@@ -238,7 +234,7 @@ class _Verifier:
                 self.on_progress(Progress(count, max(count, self.total), elapsed, self.resumed))
 
     def _compare(self, stage: Pass, batch: Sequence[Record]) -> None:
-        other = {r.id: r for r in self.stores[_other(self.roles[stage])].get([r.id for r in batch])}
+        other = {r.id: r for r in self.stores[other_role(self.roles[stage])].get([r.id for r in batch])}
         # (the primary's record, the secondary's) for each id
         pairs: dict[str, tuple[Record | None, Record | None]] = {
             r.id: (r, other.get(r.id)) if stage == "primary" else (other.get(r.id), r) for r in batch
@@ -326,7 +322,7 @@ def verify(
             saved.remove()
         return VerifyResult(
             primary=primary,
-            secondary=_other(primary),
+            secondary=other_role(primary),
             checked=tally.checked,
             counts=tally.counts,
             samples=tally.samples,

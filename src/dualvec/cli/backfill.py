@@ -19,7 +19,6 @@ from dualvec.backfill import (
     ProgressCallback,
     backfill,
     plan_backfill,
-    state_path,
 )
 from dualvec.cli.common import echo_json, errors_exit, opened_stores, settings
 from dualvec.cli.flags import current_flags
@@ -124,7 +123,7 @@ def backfill_command(
     again: it resumes from its checkpoint. Exits 0 when done, 1 on error, 130 when interrupted.
     """
     config = settings()
-    path = checkpoint or state_path(config, "backfill")
+    path = checkpoint or config.state_file("backfill")
     with errors_exit():
         problem = None if force else phase_problem(config, "backfill")
         if problem and not dry_run:

@@ -8,7 +8,6 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from dualvec.backfill import state_path
 from dualvec.cli.common import echo_json, errors_exit, settings
 from dualvec.errors import ConfigError
 from dualvec.flags import FlagSnapshot, read_flag_file, write_flag_file
@@ -35,7 +34,7 @@ def _outbox_depth(config: Settings) -> int:
 def unverified(config: Settings) -> str | None:
     """Why the target is not known to hold what the primary holds, None when the last
     `dualvec verify` of these two stores was clean."""
-    state = read_verify_state(state_path(config, "verify"))
+    state = read_verify_state(config.state_file("verify"))
     if state is None:
         return f"no verify of collection {config.collection!r} has run"
     compared = (state.get("collection"), state.get("legacy_url"), state.get("target_url"))
@@ -85,7 +84,7 @@ def forget_sync(config: Settings) -> None:
     """Once one store stops receiving writes, a past clean verify and a finished backfill say
     nothing about the stores any more: drop both, so the guards ask for them again."""
     for kind in ("verify", "backfill"):
-        state_path(config, kind).unlink(missing_ok=True)
+        config.state_file(kind).unlink(missing_ok=True)
 
 
 def write_flags(config: Settings, old: Flags, new: Flags) -> FlagSnapshot:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dualvec.backfill import DEFAULT_BATCH_SIZE, state_path
+from dualvec.backfill import DEFAULT_BATCH_SIZE
 from dualvec.cli.backfill import progress_reporter
 from dualvec.cli.common import EXIT_DIFFERENCES, echo_json, errors_exit, opened_stores, settings
 from dualvec.cli.flags import current_flags
@@ -93,12 +93,12 @@ def verify_command(
                 tolerance=tolerance,
                 sample=sample,
                 batch_size=batch_size,
-                checkpoint=checkpoint or state_path(config, "verify-progress").with_suffix(".db"),
+                checkpoint=checkpoint or config.state_file("verify-progress").with_suffix(".db"),
                 restart=restart,
                 on_progress=on_progress,
             )
         write_verify_state(
-            state_path(config, "verify"),
+            config.state_file("verify"),
             result,
             collection=config.collection,
             legacy_url=config.legacy_url,
