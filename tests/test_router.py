@@ -227,3 +227,16 @@ def test_shadow_sampling_is_per_read_so_every_tenant_is_compared(make_router):
             router.search(np.ones(DIM, np.float32), k=3, routing_key=tenant)
     for tenant in tenants:
         assert 60 < shadowed[key_fingerprint(tenant)] < 140  # 20% of 500, each tenant alike
+
+
+def test_a_router_that_cannot_start_closes_what_it_was_given(tmp_path):
+    from dualvec import ConfigError
+
+    legacy = open_store(f"sqlite-blob://{tmp_path}/legacy.db", sample_spec(dim=DIM))
+    target = open_store(f"sqlite-vec://{tmp_path}/target.db", sample_spec(dim=DIM * 2))
+    config = Settings(flag_file=tmp_path / "flags.json", outbox_path=tmp_path / "outbox.db")
+    with pytest.raises(ConfigError, match="differ"):
+        Router(legacy, target, config, start_replayer=False)
+    for store in (legacy, target):
+        with pytest.raises(StoreError):
+            store.count()

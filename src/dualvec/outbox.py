@@ -142,6 +142,14 @@ class Outbox:
         )
         return [Intent(*row) for row in rows]
 
+    @classmethod
+    def peek(cls, path: Path, collection: str) -> OutboxStats:
+        """The stats of an outbox, without creating one where there is none."""
+        if not path.exists():
+            return OutboxStats(0, 0.0)
+        with cls(path, collection) as outbox:
+            return outbox.stats()
+
     def stats(self) -> OutboxStats:
         depth, oldest = self._execute(
             "SELECT count(*), min(created_at) FROM intents WHERE collection = ?", (self.collection,)

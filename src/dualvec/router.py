@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from types import TracebackType
 
@@ -92,31 +92,39 @@ class Router:
         metrics: DualvecMetrics | None = None,
         start_replayer: bool = True,
     ) -> None:
-        _check_compatible(legacy.spec, target.spec)
-        self.spec = target.spec
-        self.stores: dict[Role, VectorStore] = {"legacy": legacy, "target": target}
-        self.settings = settings
-        self.metrics = metrics or DualvecMetrics()
-        self.outbox = Outbox(settings.outbox_path, self.spec.name)
-        shadow = settings.shadow
-        self.shadow = ShadowRunner(
-            metrics=self.metrics,
-            workers=shadow.workers,
-            max_pending=shadow.max_pending,
-            timeout_seconds=shadow.timeout_seconds,
-            thresholds=CompareThresholds(
-                min_recall=shadow.min_recall, max_distance_delta=shadow.max_distance_delta
-            ),
-            mismatch_log=MismatchLog(shadow.mismatch_log),
-        )
-        self._read_salt = f"read:{self.spec.name}"
-        self._flags = FlagWatcher(
-            settings.flag_file,
-            settings.flags,
-            poll_seconds=settings.flag_poll_seconds,
-            on_change=self._publish_flags,
-        )
-        self._publish_flags(self._flags.current)
+        # Whatever is opened is closed again, newest first, on close or on a failed start.
+        with ExitStack() as opened:
+            opened.callback(legacy.close)
+            opened.callback(target.close)
+            _check_compatible(legacy.spec, target.spec)
+            self.spec = target.spec
+            self.stores: dict[Role, VectorStore] = {"legacy": legacy, "target": target}
+            self.settings = settings
+            self.metrics = metrics or DualvecMetrics()
+            self.outbox = opened.enter_context(Outbox(settings.outbox_path, self.spec.name))
+            shadow = settings.shadow
+            self.shadow = opened.enter_context(
+                ShadowRunner(
+                    metrics=self.metrics,
+                    workers=shadow.workers,
+                    max_pending=shadow.max_pending,
+                    timeout_seconds=shadow.timeout_seconds,
+                    thresholds=CompareThresholds(
+                        min_recall=shadow.min_recall, max_distance_delta=shadow.max_distance_delta
+                    ),
+                    mismatch_log=MismatchLog(shadow.mismatch_log),
+                )
+            )
+            self._read_salt = f"read:{self.spec.name}"
+            self._flags = FlagWatcher(
+                settings.flag_file,
+                settings.flags,
+                poll_seconds=settings.flag_poll_seconds,
+                on_change=self._publish_flags,
+            )
+            opened.callback(self._flags.close)
+            self._publish_flags(self._flags.current)
+            self._opened = opened.pop_all()
         self._stop = threading.Event()
         self._replayer: threading.Thread | None = None
         if start_replayer:
@@ -287,11 +295,7 @@ class Router:
         self._stop.set()
         if self._replayer is not None:
             self._replayer.join(timeout=30)
-        self._flags.close()
-        self.shadow.close()
-        self.outbox.close()
-        for store in self.stores.values():
-            store.close()
+        self._opened.close()
 
     def __enter__(self) -> Router:
         return self

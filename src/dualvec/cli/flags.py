@@ -24,13 +24,6 @@ def current_flags(config: Settings) -> FlagSnapshot:
     return read_flag_file(config.flag_file) or FlagSnapshot(config.flags, "settings")
 
 
-def _outbox_depth(config: Settings) -> int:
-    if not config.outbox_path.exists():
-        return 0
-    with Outbox(config.outbox_path, config.collection) as outbox:
-        return outbox.stats().depth
-
-
 def unverified(config: Settings) -> str | None:
     """Why the target is not known to hold what the primary holds, None when the last
     `dualvec verify` of these two stores was clean."""
@@ -56,7 +49,7 @@ def check_guards(config: Settings, old: Flags, new: Flags) -> None:
             )
     leaving_dual_writes = old.phase in _DUAL_WRITES and new.phase not in _DUAL_WRITES
     if (new.phase is Phase.TARGET_PRIMARY and old.phase is not Phase.TARGET_PRIMARY) or leaving_dual_writes:
-        depth = _outbox_depth(config)
+        depth = Outbox.peek(config.outbox_path, config.collection).depth
         if depth:
             raise ConfigError(
                 f"refusing phase {new.phase.value}: {depth} writes still wait in the outbox; "

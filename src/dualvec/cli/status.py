@@ -35,8 +35,7 @@ def status(as_json: bool) -> None:
     with errors_exit():
         snapshot = current_flags(config)
         legacy_spec, target_spec = config.specs()
-        with Outbox(config.outbox_path, config.collection) as outbox:
-            stats = outbox.stats()
+        stats = Outbox.peek(config.outbox_path, config.collection)
         data = {
             "collection": config.collection,
             **snapshot.flags.model_dump(mode="json"),
