@@ -134,3 +134,19 @@ def test_bad_settings_exit_1_naming_the_setting(configured, monkeypatch):
 def test_usage_errors_exit_2(configured):
     assert run("flags", "set", "read_percnt=5")[0] == 2
     assert run("no-such-command")[0] == 2
+
+
+def test_bench_reports_latency_and_agreement_of_the_configured_stores(configured):
+    code, _ = run("bench", "--queries", "5")
+    assert code == 1  # nothing to take queries from yet
+    router = Router.from_settings(load_settings(), start_replayer=False)
+    try:
+        router.upsert(make_records(300, 8))
+    finally:
+        router.close()
+    code, out = run("bench", "--queries", "40", "-k", "5", "--json")
+    result = json.loads(out)
+    assert code == 0
+    assert result["queries"] == 40
+    assert result["mean_recall"] == 1.0  # both stores hold the same records
+    assert set(result["legacy_ms"]) == set(result["target_ms"]) == {"p50", "p95", "p99"}

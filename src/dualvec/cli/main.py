@@ -8,6 +8,7 @@ import click
 
 from dualvec import __version__, configure_logging
 from dualvec.cli.backfill import backfill_command
+from dualvec.cli.bench import bench
 from dualvec.cli.demo import demo
 from dualvec.cli.doctor import doctor
 from dualvec.cli.flags import flags, rollback
@@ -41,6 +42,7 @@ def cli(config: str | None, log_level: str, log_json: bool | None) -> None:
 
 
 for command in (
+    bench,
     demo,
     backfill_command,
     doctor,
