@@ -26,6 +26,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/stores.py
+	$(BIN)/python benchmarks/router.py
+	$(BIN)/python benchmarks/shadow.py
+	$(BIN)/python benchmarks/backfill.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
