@@ -1,4 +1,5 @@
-"""Helpers the benchmark scripts share: timing, percentiles, memory, Markdown and JSON output."""
+"""Helpers the benchmark scripts share: timing, percentiles, memory, worker processes, routers,
+Markdown and JSON output."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +16,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from dualvec import CollectionSpec, open_store
+from dualvec.router import Router
+from dualvec.settings import Phase, Settings, ShadowSettings
+
 __all__ = [
     "MIB",
     "RESULTS_DIR",
@@ -21,9 +27,14 @@ __all__ = [
     "machine",
     "markdown_table",
     "median",
+    "open_router",
     "rate",
+    "rotated",
     "rss_bytes",
+    "run_json_worker",
+    "store_url",
     "timed",
+    "verdict",
     "write_results",
 ]
 
@@ -40,13 +51,21 @@ def timed(fn: Callable[[], T]) -> tuple[T, int]:
 
 
 def latency(samples_ns: Sequence[int]) -> dict[str, float]:
-    """p50 and p95 of per-call times, in milliseconds."""
+    """p50, p95 and p99 of per-call times, in milliseconds."""
     ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
     return {
         "n": len(ms),
         "p50_ms": float(np.percentile(ms, 50)),
         "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
     }
+
+
+def rotated(items: Sequence[T], i: int) -> list[T]:
+    """`items` starting at position i (mod len): interleaved measurements take turns going
+    first, so a slow moment on the machine hits each alike."""
+    shift = i % len(items)
+    return [*items[shift:], *items[:shift]]
 
 
 def rate(rows: int, elapsed_ns: int) -> float:
@@ -84,6 +103,58 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
 
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
+
+
+def verdict(passed: bool) -> str:
+    return "PASS" if passed else "FAIL"
+
+
+def store_url(name: str, folder: str | Path) -> str:
+    """A URL for a fresh store of backend `name` inside `folder`."""
+    if name == "memory":
+        return "memory://"
+    return f"{name}://{folder}/{'store.db' if name.startswith('sqlite') else 'store'}"
+
+
+def open_router(
+    folder: Path,
+    legacy: str,
+    spec: CollectionSpec,
+    *,
+    phase: Phase,
+    read_percent: float = 0.0,
+    shadow_percent: float = 0.0,
+    flag_poll_seconds: float = 0.2,
+) -> Router:
+    """A router over a fresh `legacy` store and a fresh sqlite-vec target, all files in `folder`.
+
+    No replayer thread: with an empty outbox it only reads the depth once a second."""
+    settings = Settings(
+        phase=phase,
+        read_percent=read_percent,
+        shadow_percent=shadow_percent,
+        flag_file=folder / "flags.json",
+        outbox_path=folder / "outbox.db",
+        flag_poll_seconds=flag_poll_seconds,
+        shadow=ShadowSettings(mismatch_log=folder / "mismatches.jsonl"),
+    )
+    legacy_store = open_store(store_url(legacy, folder / "legacy"), spec)
+    target_store = open_store(store_url("sqlite-vec", folder / "target"), spec)
+    return Router(legacy_store, target_store, settings, start_replayer=False)
+
+
+def run_json_worker(command: Sequence[str], timeout: float) -> dict[str, Any]:
+    """Run a worker process that prints its result as JSON on its last stdout line; a crash,
+    a timeout or a non-zero exit becomes {"status": "error", "reason": ...}."""
+    try:
+        proc = subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"status": "error", "reason": f"worker timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        return {"status": "error", "reason": lines[-1] if lines else f"exit code {proc.returncode}"}
+    result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+    return result
 
 
 def write_results(name: str, payload: dict[str, Any]) -> Path:

@@ -59,7 +59,19 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from _common import MIB, latency, machine, markdown_table, median, rate, rss_bytes, timed, write_results
+from _common import (
+    MIB,
+    latency,
+    machine,
+    markdown_table,
+    median,
+    rate,
+    rss_bytes,
+    store_url,
+    timed,
+    verdict,
+    write_results,
+)
 
 from dualvec import CollectionSpec, FieldSpec, Record, VectorStore, open_store
 from dualvec.sqlite_driver import choose_driver, connect
@@ -146,12 +158,6 @@ def store_search(store: VectorStore, query: Matrix) -> list[str]:
     return [hit.id for hit in store.search(query, k=K)]
 
 
-def url_for(name: str, folder: str) -> str:
-    if name == "memory":
-        return "memory://"
-    return f"{name}://{folder}/{'store.db' if name.startswith('sqlite') else 'store'}"
-
-
 def run_inserts(
     store: VectorStore, hand: HandVec0 | None, records: list[Record], budget_s: float
 ) -> dict[str, Any]:
@@ -234,7 +240,7 @@ def measure(name: str, n: int, queries: int, budget_s: float) -> dict[str, Any]:
     data = make_data(n, queries)
     with tempfile.TemporaryDirectory(prefix="dualvec-bench-") as folder:
         try:
-            store = open_store(url_for(name, folder), SPEC)
+            store = open_store(store_url(name, folder), SPEC)
         except Exception as exc:  # any failure to open means the backend cannot run here
             return {"status": "unavailable", "reason": f"{type(exc).__name__}: {exc}"}
         hand = HandVec0(Path(folder) / "hand.db") if name == "sqlite-vec" else None
@@ -360,7 +366,7 @@ def checks(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "ratio": ratio,
                 "paired_ratio_median": search["paired_ratio_median"],
                 "target": f"<= {SEARCH_TARGET}",
-                "verdict": _verdict(ratio <= SEARCH_TARGET)
+                "verdict": verdict(ratio <= SEARCH_TARGET)
                 if r["n"] >= SEARCH_TARGET_SIZE
                 else f"info (target is for {SEARCH_TARGET_SIZE:,})",
             }
@@ -377,14 +383,10 @@ def checks(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "hand": hand_rate,
                 "ratio": store_rate / hand_rate,
                 "target": f">= {UPSERT_TARGET}",
-                "verdict": _verdict(store_rate / hand_rate >= UPSERT_TARGET),
+                "verdict": verdict(store_rate / hand_rate >= UPSERT_TARGET),
             }
         )
     return found
-
-
-def _verdict(passed: bool) -> str:
-    return "PASS" if passed else "FAIL"
 
 
 def check_rows(found: list[dict[str, Any]]) -> list[list[str]]:

@@ -13,8 +13,10 @@ router within a second.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from types import TracebackType
@@ -115,6 +117,8 @@ class Router:
                     mismatch_log=MismatchLog(shadow.mismatch_log),
                 )
             )
+            self._secondary_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dualvec-secondary")
+            opened.callback(self._secondary_writer.shutdown)
             self._read_salt = f"read:{self.spec.name}"
             self._flags = FlagWatcher(
                 settings.flag_file,
@@ -187,8 +191,11 @@ class Router:
         key = routing_key if routing_key is not None else _routing_key.get()
         served: Role = "target" if self.reads_target(flags, key) else "legacy"
         store = self.stores[served]
-        with self.metrics.time(served, "search", "primary"):
+        start = time.perf_counter()  # timed inline: the hot path pays no context manager
+        try:
             hits = store.search(query, limit, filter)
+        finally:
+            self.metrics.observe(served, "search", "primary", time.perf_counter() - start)
         self.metrics.served(served)
         # Sampled per read, not per key: every tenant gets compared, at the same rate, and the
         # sample is independent of which store served the read.
@@ -226,7 +233,7 @@ class Router:
     # writes
 
     def upsert(self, records: Iterable[Record], *, model: str | None = None) -> None:
-        """Write to the primary (raising on failure), then the secondary (never raising)."""
+        """Write both stores; a primary failure raises, a secondary failure never does."""
         check_model(self.spec, model)
         clean = check_records(self.spec, records)
         if clean:
@@ -244,16 +251,34 @@ class Router:
             return
         with self.outbox.write_lock():
             self.outbox.record(ids, op, primary)
-            self._apply_primary(primary, op, apply)
+            # Both stores are written at once (each releases the GIL inside its engine), so a
+            # dual write costs about the slower store's time, not the sum. The intent, already
+            # durable, covers any outcome: if the primary fails while the secondary succeeds,
+            # the replayer reverts the secondary to what the primary holds.
+            second = self._secondary_writer.submit(self._apply_secondary, secondary, op, apply)
             try:
-                with self.metrics.time(secondary, op, "secondary"):
-                    apply(self.stores[secondary])
-            except Exception as exc:
+                self._apply_primary(primary, op, apply)
+            finally:
+                failure = second.result()
+            if failure is not None:
                 self.metrics.write_failed(secondary, op)
-                log.warning("secondary_write_failed", store=secondary, op=op, ids=len(ids), error=repr(exc))
-                self.outbox.failed(ids, repr(exc))
+                log.warning(
+                    "secondary_write_failed", store=secondary, op=op, ids=len(ids), error=repr(failure)
+                )
+                self.outbox.failed(ids, repr(failure))
                 return
             self.outbox.clear(ids)
+
+    def _apply_secondary(
+        self, secondary: Role, op: Op, apply: Callable[[VectorStore], None]
+    ) -> Exception | None:
+        """Write the secondary; hand back its failure instead of raising it."""
+        try:
+            with self.metrics.time(secondary, op, "secondary"):
+                apply(self.stores[secondary])
+        except Exception as exc:
+            return exc
+        return None
 
     def _apply_primary(self, primary: Role, op: Op, apply: Callable[[VectorStore], None]) -> None:
         try:
