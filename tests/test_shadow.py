@@ -319,3 +319,19 @@ def test_a_persistent_difference_survives_the_recheck(metrics, mismatch_log):
         )
     assert value(metrics, "dualvec_shadow_comparisons_total", outcome="mismatch") == 1
     assert [s.query_id for s in mismatch_log.latest()] == ["real"]
+
+
+def test_shadow_workers_yield_the_cpu_to_callers(metrics, mismatch_log):
+    import os
+
+    seen = []
+
+    def run_other():
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return ANSWER
+
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with ShadowRunner(metrics=metrics, mismatch_log=mismatch_log, niceness=10) as runner:
+        submit(runner, run_other)
+    assert seen == [min(caller + 10, 19)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller

@@ -111,6 +111,7 @@ class Router:
                     workers=shadow.workers,
                     max_pending=shadow.max_pending,
                     timeout_seconds=shadow.timeout_seconds,
+                    niceness=shadow.niceness,
                     thresholds=CompareThresholds(
                         min_recall=shadow.min_recall, max_distance_delta=shadow.max_distance_delta
                     ),

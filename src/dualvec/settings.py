@@ -71,6 +71,8 @@ class ShadowSettings(BaseModel):
     workers: int = Field(default=2, ge=1, le=64)
     max_pending: int = Field(default=64, ge=1, le=100_000)
     timeout_seconds: float = Field(default=2.0, gt=0.0, le=60.0)
+    # Shadow workers run at this niceness (Linux, per thread) so they yield the CPU to callers.
+    niceness: int = Field(default=10, ge=0, le=19)
     min_recall: float = Field(default=1.0, ge=0.0, le=1.0)
     max_distance_delta: float = Field(default=1e-4, ge=0.0)
     mismatch_log: Path = Path(".dualvec/mismatches.jsonl")

@@ -27,7 +27,9 @@ counted and logged as a mismatch; one that vanishes was a race with a live write
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +58,15 @@ ErrorHook = Callable[[Stage, str, Exception], None]
 def log_shadow_error(stage: Stage, query_id: str, exc: Exception) -> None:
     """The default hook: one structlog event with the traceback."""
     log.warning("shadow_failed", stage=stage, query_id=query_id, exc_info=exc)
+
+
+def _lower_priority(niceness: int) -> None:
+    """Give this worker thread a lower CPU priority, so on a busy host the caller's own reads win
+    the cores. Linux schedules threads individually, so only the worker is affected; elsewhere
+    (or unprivileged failures) the worker simply keeps the process's priority."""
+    if niceness and hasattr(os, "setpriority"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,7 @@ class ShadowRunner:
         timeout_seconds: float = 2.0,
         thresholds: CompareThresholds | None = None,
         on_error: ErrorHook = log_shadow_error,
+        niceness: int = 0,
     ) -> None:
         if workers < 1 or max_pending < 1 or timeout_seconds <= 0:
             raise ConfigError(
@@ -103,7 +115,12 @@ class ShadowRunner:
         self._slots = threading.BoundedSemaphore(max_pending)
         self._closed = False
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dualvec-shadow")
+        self._pool = ThreadPoolExecutor(
+            max_workers=workers,
+            thread_name_prefix="dualvec-shadow",
+            initializer=_lower_priority,
+            initargs=(niceness,),
+        )
 
     def submit(
         self,
