@@ -65,8 +65,11 @@ def _lower_priority(niceness: int) -> None:
     the cores. Linux schedules threads individually, so only the worker is affected; elsewhere
     (or unprivileged failures) the worker simply keeps the process's priority."""
     if niceness and hasattr(os, "setpriority"):
+        thread = threading.get_native_id()
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+            os.setpriority(
+                os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness)
+            )
 
 
 @dataclass(frozen=True)
