@@ -30,9 +30,9 @@ Once per size, after the rounds (on a target backfilled under tracemalloc):
 Memory: the peak RSS growth over each call of every round (the kernel's high-water mark, reset
 just before through /proc/self/clear_refs, less the RSS before), for the stores' own insert and
 scans too, as references. The traced peak must not grow with the collection. RSS also counts the
-stores' native memory, which fills up towards fixed caps (each SQLite connection's page cache
-stops at its 64 MiB cache_size; LanceDB keeps caches of its own), so it is held to a looser
-bound.
+stores' native memory, which fills up towards caps as the collection grows (each SQLite
+connection's page cache stops at its 64 MiB cache_size; LanceDB keeps caches of its own), so it
+is held to a looser bound that allows one full page cache per connection reading the target.
 
 Targets, printed as PASS/FAIL (median of the per-round ratios):
 
@@ -40,7 +40,8 @@ Targets, printed as PASS/FAIL (median of the per-round ratios):
 - verify records/s >= 0.5 x the slower of the two stores' scan rows/s (with and without the
   checkpoint);
 - memory flat in the collection size, largest vs smallest size: traced peak at most 1.5 x
-  (+ 2 MiB), RSS peak growth at most 1.5 x (+ 64 MiB, one page cache filling up).
+  (+ 2 MiB); RSS peak growth at most 1.5 x + 64 MiB per SQLite connection on the target
+  (backfill 1: the store's; verify 2: the store's, for `get`, and its scan's).
 
 The 1-minute load average before and after goes into the output: on a shared machine the ratios,
 measured in turns, hold up better than the absolute rates.
@@ -101,7 +102,10 @@ REPEATS = 3
 BACKFILL_TARGET = 0.8
 VERIFY_TARGET = 0.5
 FLAT_TRACED = (1.5, 2.0)  # (factor, MiB of slack): largest size vs smallest
-FLAT_RSS = (1.5, 64.0)
+FLAT_RSS_FACTOR = 1.5
+SQLITE_CACHE_MIB = 64.0  # the cache_size `dualvec.sqlite_driver.connect` sets on every connection
+# SQLite connections each operation reads the target through: the store's own, and verify's scan.
+TARGET_CONNECTIONS = {"backfill": 1, "verify": 2}
 WORKER_TIMEOUT_S = 600.0
 BUDGET_S = 60.0
 SPEC = sample_spec(name="bench", dim=DIM)
@@ -509,9 +513,10 @@ def checks(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if len(ok) >= 2:
         small, large = ok[0], ok[-1]
         for op in ("backfill", "verify"):
+            rss_slack = SQLITE_CACHE_MIB * TARGET_CONNECTIONS[op]
             for what, key, (factor, slack) in (
                 ("traced peak", "traced_peak_mib", FLAT_TRACED),
-                ("RSS peak growth", "rss_peak_growth_mib", FLAT_RSS),
+                ("RSS peak growth", "rss_peak_growth_mib", (FLAT_RSS_FACTOR, rss_slack)),
             ):
                 a, b = small[key][op], large[key][op]
                 if a is None or b is None:

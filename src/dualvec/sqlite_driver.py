@@ -109,6 +109,7 @@ def connect(
     vec: bool = True,
     readonly: bool = False,
     busy_timeout: float = BUSY_TIMEOUT_SECONDS,
+    cache_mib: int = 64,
 ) -> Any:
     """Open `path` in autocommit mode (callers own their transactions), WAL, busy timeout.
 
@@ -130,7 +131,8 @@ def connect(
         if not readonly:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA cache_size = -65536")
+        # 64 MiB keeps bulk inserts of wide vectors fast; a one-pass scan needs almost none.
+        conn.execute(f"PRAGMA cache_size = -{int(cache_mib) * 1024}")
         if vec:
             _load_sqlite_vec(conn)
     except BaseException:

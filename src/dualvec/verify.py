@@ -157,8 +157,9 @@ class _Checkpoint:
     def compared(self, stage: Pass, ids: Sequence[str]) -> set[str]:
         """Which of `ids` this stage has compared already."""
         rows = self._conn.execute(
-            "SELECT c.id FROM checked c JOIN json_each(?) j ON c.id = j.value WHERE c.stage = ?",
-            (json.dumps(list(ids)), stage),
+            # Looked up by key: a join on json_each would scan every id checked so far.
+            "SELECT id FROM checked WHERE stage = ? AND id IN (SELECT value FROM json_each(?))",
+            (stage, json.dumps(list(ids))),
         )
         return {row[0] for row in rows}
 
@@ -178,17 +179,39 @@ class _Checkpoint:
         self._conn.close()
 
 
-def _difference(mine: Record | None, theirs: Record | None, metric: Any, tolerance: float) -> DiffKind | None:
-    """How the secondary's record differs from the primary's, None when it does not."""
+def _difference(
+    mine: Record | None,
+    theirs: Record | None,
+    metric: Any,
+    tolerance: float,
+    vector_differs: bool | None = None,
+) -> DiffKind | None:
+    """How the secondary's record differs from the primary's, None when it does not.
+    `vector_differs`, when the caller compared a whole batch at once, saves comparing again."""
     if mine is None:
         return None if theirs is None else "extra"
     if theirs is None:
         return "missing"
-    a = np.asarray(mine.vector, dtype=np.float32)
-    b = np.asarray(theirs.vector, dtype=np.float32)
-    if a.shape != b.shape or not same_vector(a, b, metric, tolerance):
+    if vector_differs is None:
+        a = np.asarray(mine.vector, dtype=np.float32)
+        b = np.asarray(theirs.vector, dtype=np.float32)
+        vector_differs = a.shape != b.shape or not same_vector(a, b, metric, tolerance)
+    if vector_differs:
         return "vector"
     return "metadata" if mine.metadata != theirs.metadata else None
+
+
+def _vectors_differ(pairs: Sequence[tuple[Record, Record]], metric: Any, tolerance: float) -> list[bool]:
+    """`same_vector` for a whole batch of pairs in one array operation."""
+    if not pairs:
+        return []
+    a = np.stack([np.asarray(p[0].vector, dtype=np.float32) for p in pairs])
+    b = np.stack([np.asarray(p[1].vector, dtype=np.float32) for p in pairs])
+    if metric == "cosine":
+        a = a / np.linalg.norm(a, axis=1, keepdims=True)
+        b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    same = np.all(np.isclose(a, b, rtol=tolerance, atol=tolerance), axis=1)
+    return [not bool(same[row]) for row in range(len(pairs))]
 
 
 class _Verifier:
@@ -239,13 +262,19 @@ class _Verifier:
         pairs: dict[str, tuple[Record | None, Record | None]] = {
             r.id: (r, other.get(r.id)) if stage == "primary" else (other.get(r.id), r) for r in batch
         }
-        suspects = [i for i, pair in pairs.items() if self._kind(stage, *pair) is not None]
+        both = {i: (a, b) for i, (a, b) in pairs.items() if a is not None and b is not None}
+        differs = dict(
+            zip(both, _vectors_differ(list(both.values()), self.metric, self.tally.tolerance), strict=True)
+        )
+        suspects = [i for i, pair in pairs.items() if self._kind(stage, *pair, differs.get(i)) is not None]
         if suspects:
             self._confirm(stage, suspects)
 
-    def _kind(self, stage: Pass, mine: Record | None, theirs: Record | None) -> DiffKind | None:
+    def _kind(
+        self, stage: Pass, mine: Record | None, theirs: Record | None, vector_differs: bool | None = None
+    ) -> DiffKind | None:
         """The difference this stage reports between the primary's and the secondary's record."""
-        kind = _difference(mine, theirs, self.metric, self.tally.tolerance)
+        kind = _difference(mine, theirs, self.metric, self.tally.tolerance, vector_differs)
         return kind if kind in _PASS_KINDS[stage] else None
 
     def _confirm(self, stage: Pass, ids: list[str]) -> None:

@@ -134,7 +134,7 @@ class SqliteTableStore(BaseStore):
 
     def _scan(self, batch_size: int) -> Iterator[list[Record]]:
         # A connection of its own: one consistent snapshot, and the store stays usable meanwhile.
-        conn = connect(self.path, vec=self.loads_vec, busy_timeout=self._busy_timeout)
+        conn = connect(self.path, vec=self.loads_vec, busy_timeout=self._busy_timeout, cache_mib=2)
         try:
             cursor = conn.execute(f"SELECT {self._select} FROM {self._table} {self.scan_order}")
             while rows := cursor.fetchmany(batch_size):
