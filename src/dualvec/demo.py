@@ -26,20 +26,14 @@ from dualvec.records import Record
 from dualvec.registry import open_store
 from dualvec.router import Router
 from dualvec.settings import Flags, Phase, Settings, ShadowSettings
-from dualvec.spec import CollectionSpec, FieldSpec
+from dualvec.spec import CollectionSpec
+from dualvec.testing.data import SAMPLE_FIELDS
 from dualvec.testing.faults import sqlite_locked
 from dualvec.verify import verify
 from dualvec.workload import Workload
 
 __all__ = ["DemoReport", "PhaseReport", "run_demo"]
 
-DEMO_FIELDS = {
-    "lang": FieldSpec(type="str"),
-    "year": FieldSpec(type="int"),
-    "score": FieldSpec(type="float"),
-    "public": FieldSpec(type="bool"),
-    "title": FieldSpec(type="str", filterable=False),
-}
 LANGS = ("en", "fr", "de", "es", "it")
 
 
@@ -140,7 +134,7 @@ class Demo:
         self.phase_seconds = phase_seconds
         self.say = say
         self.spec = CollectionSpec(
-            name="docs", dim=dim, metric="cosine", model="demo-embedder", fields=DEMO_FIELDS
+            name="docs", dim=dim, metric="cosine", model="demo-embedder", fields=SAMPLE_FIELDS
         )
         self.settings = Settings(
             phase=Phase.LEGACY,

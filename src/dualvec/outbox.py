@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from dualvec.closing import Closing
 from dualvec.sqlite_driver import connect
 from dualvec.stores.sqlite_common import write_transaction
 
@@ -50,7 +51,7 @@ class OutboxStats:
     oldest_age_seconds: float
 
 
-class Outbox:
+class Outbox(Closing):
     """Intents for one collection, in a SQLite file shared by every process of a deployment."""
 
     def __init__(self, path: str | Path, collection: str) -> None:
@@ -160,9 +161,3 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
-    def __enter__(self) -> Outbox:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

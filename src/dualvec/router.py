@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
-from types import TracebackType
 
 import structlog
 
+from dualvec.closing import Closing
 from dualvec.compare import CompareThresholds
 from dualvec.errors import ConfigError
 from dualvec.filters import Filter, parse_filter
@@ -79,7 +79,7 @@ def _check_compatible(legacy: CollectionSpec, target: CollectionSpec) -> None:
         )
 
 
-class Router:
+class Router(Closing):
     """A `VectorStore` that migrates reads and writes between two stores by flag.
 
     The router owns the stores it is given and closes them with itself.
@@ -322,14 +322,3 @@ class Router:
         if self._replayer is not None:
             self._replayer.join(timeout=30)
         self._opened.close()
-
-    def __enter__(self) -> Router:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

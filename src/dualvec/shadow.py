@@ -35,11 +35,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from time import perf_counter
-from types import TracebackType
 from typing import Literal
 
 import structlog
 
+from dualvec.closing import Closing
 from dualvec.compare import CompareThresholds, Comparison, compare
 from dualvec.errors import ConfigError
 from dualvec.metrics import STORES, DualvecMetrics, Store
@@ -84,7 +84,7 @@ class _Job:
     run_served: Callable[[], Sequence[Hit]] | None
 
 
-class ShadowRunner:
+class ShadowRunner(Closing):
     """A bounded pool of shadow reads; see the module docstring for the guarantees.
 
     Counting does not depend on the hook: a failed shadow call is counted as
@@ -176,17 +176,6 @@ class ShadowRunner:
         with self._lock:
             self._closed = True
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
-
-    def __enter__(self) -> ShadowRunner:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _run(self, job: _Job) -> None:
         try:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from types import TracebackType
 from typing import ClassVar, TypeVar
 
+from dualvec.closing import Closing
 from dualvec.errors import DualvecError, StoreError, UnsupportedMetricError, ValidationError
 from dualvec.filters import Condition, Filter, parse_filter
 from dualvec.records import Hit, Record, Vector
@@ -30,7 +30,7 @@ __all__ = ["BaseStore"]
 T = TypeVar("T")
 
 
-class BaseStore(ABC):
+class BaseStore(Closing, ABC):
     """Validation and error mapping around a backend's primitive operations."""
 
     backend: ClassVar[str]
@@ -96,17 +96,6 @@ class BaseStore(ABC):
     def close(self) -> None:
         self._guard("close", self._close)
 
-    def __enter__(self: T) -> T:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def _guard(self, op: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         """Run a backend call, wrapping foreign exceptions so callers catch one tree."""
         try:
@@ -136,5 +125,5 @@ class BaseStore(ABC):
     @abstractmethod
     def _scan(self, batch_size: int) -> Iterator[list[Record]]: ...
 
-    def _close(self) -> None:  # noqa: B027 - optional hook: stores holding nothing open skip it
+    def _close(self) -> None:
         """Release what the store holds open."""

@@ -1,0 +1,46 @@
+"""The names users import from `dualvec` are exactly the ones we mean to support."""
+
+from __future__ import annotations
+
+import dualvec
+
+
+def test_public_surface():
+    assert set(dualvec.__all__) == {
+        "MAX_K",
+        "BackendMissingError",
+        "CollectionSpec",
+        "ConfigError",
+        "DualvecError",
+        "ExtensionLoadError",
+        "FieldSpec",
+        "Filter",
+        "Hit",
+        "MemoryStore",
+        "ModelMismatchError",
+        "Record",
+        "StoreError",
+        "StoreLockedError",
+        "UnsupportedMetricError",
+        "ValidationError",
+        "VectorStore",
+        "__version__",
+        "configure_logging",
+        "open_store",
+    }
+    for name in dualvec.__all__:
+        assert hasattr(dualvec, name), name
+
+
+def test_every_error_is_a_dualvec_error():
+    errors = [getattr(dualvec, n) for n in dualvec.__all__ if n.endswith("Error")]
+    assert all(issubclass(e, dualvec.DualvecError) for e in errors)
+
+
+def test_importing_dualvec_opens_no_backend():
+    import subprocess
+    import sys
+
+    code = "import sys, dualvec; print(sorted(m for m in ('lancedb', 'qdrant_client', 'sqlite_vss') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
