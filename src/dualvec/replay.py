@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from dualvec.errors import ValidationError
 from dualvec.outbox import Intent, Outbox, Role, other_role
 from dualvec.protocol import VectorStore
 
@@ -50,8 +51,9 @@ def _repair(outbox: Outbox, stores: dict[Role, VectorStore], source: Role, ids: 
 def replay_once(outbox: Outbox, stores: dict[Role, VectorStore], limit: int) -> ReplayResult:
     """Repair up to `limit` intents, those tried least often first; failures stay for next time.
 
-    A batch that fails is retried id by id, so one record the secondary refuses (or one the
-    primary cannot read back) holds up only itself, not every id queued behind it."""
+    A batch refused for its content (one record the secondary will not take) is retried id by
+    id, so that record holds up only itself. A batch that fails because a store is down is not:
+    retrying each id against a store that is down would hold every writer's lock for nothing."""
     result = ReplayResult()
     with outbox.write_lock():
         by_source: dict[Role, list[Intent]] = defaultdict(list)
@@ -62,12 +64,18 @@ def replay_once(outbox: Outbox, stores: dict[Role, VectorStore], limit: int) -> 
             try:
                 result += _repair(outbox, stores, source, ids)
                 continue
+            except ValidationError as exc:
+                log.warning("replay_batch_refused", source=source, ids=len(ids), error=repr(exc))
+                singles = [[record_id] for record_id in ids]
             except Exception as exc:
-                log.warning("replay_batch_failed", source=source, ids=len(ids), error=repr(exc))
-            for record_id in ids:
+                log.warning("replay_failed", source=source, ids=len(ids), error=repr(exc))
+                singles = []
+                outbox.failed(ids, repr(exc))
+                result += ReplayResult(failed=len(ids))
+            for single in singles:
                 try:
-                    result += _repair(outbox, stores, source, [record_id])
+                    result += _repair(outbox, stores, source, single)
                 except Exception as exc:
-                    outbox.failed([record_id], repr(exc))
+                    outbox.failed(single, repr(exc))
                     result += ReplayResult(failed=1)
     return result

@@ -308,10 +308,11 @@ class Router(Closing):
     def _replay_loop(self) -> None:
         while not self._stop.wait(self.settings.replay_interval_seconds):
             try:
+                # Published before repairing too: a repair that takes a while must not hide the
+                # backlog it is working through from the dashboard.
+                self._publish_outbox()
                 if self.outbox.stats().depth:
                     self.replay()
-                else:
-                    self._publish_outbox()
             except Exception as exc:  # the replayer must outlive any one failure
                 log.error("replayer_failed", error=repr(exc))
 
