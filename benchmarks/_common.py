@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,10 +29,12 @@ __all__ = [
     "markdown_table",
     "median",
     "open_router",
+    "package_versions",
     "rate",
     "rotated",
     "rss_bytes",
     "run_json_worker",
+    "sizes_option",
     "store_url",
     "timed",
     "verdict",
@@ -155,6 +158,22 @@ def run_json_worker(command: Sequence[str], timeout: float) -> dict[str, Any]:
         return {"status": "error", "reason": lines[-1] if lines else f"exit code {proc.returncode}"}
     result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
     return result
+
+
+def sizes_option(text: str) -> list[int]:
+    """argparse type for a comma-separated list of collection sizes."""
+    return [int(x) for x in text.split(",")]
+
+
+def package_versions(packages: Sequence[str]) -> dict[str, str | None]:
+    """Installed version of each package, None where it is missing."""
+    found: dict[str, str | None] = {}
+    for package in packages:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found
 
 
 def write_results(name: str, payload: dict[str, Any]) -> Path:

@@ -68,7 +68,6 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -77,10 +76,12 @@ from _common import (
     machine,
     markdown_table,
     median,
+    package_versions,
     rate,
     rotated,
     rss_bytes,
     run_json_worker,
+    sizes_option,
     timed,
     verdict,
     write_results,
@@ -606,12 +607,7 @@ def memory_table(summaries: list[dict[str, Any]]) -> tuple[list[str], list[list[
 
 
 def versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for package in PACKAGES:
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = None
+    found = package_versions(PACKAGES)
     return found
 
 
@@ -619,7 +615,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--sizes",
-        type=lambda s: [int(x) for x in s.split(",")],
+        type=sizes_option,
         default=list(SIZES),
         help="comma-separated collection sizes (default 10000,100000)",
     )

@@ -74,6 +74,7 @@ from _common import (
     rate,
     rotated,
     run_json_worker,
+    sizes_option,
     store_url,
     timed,
     verdict,
@@ -523,7 +524,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--sizes",
-        type=lambda s: [int(x) for x in s.split(",")],
+        type=sizes_option,
         default=list(SIZES),
         help="search: comma-separated collection sizes (default 10000,100000)",
     )

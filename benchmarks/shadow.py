@@ -70,6 +70,7 @@ from _common import (
     open_router,
     rotated,
     run_json_worker,
+    sizes_option,
     verdict,
     write_results,
 )
@@ -323,7 +324,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--sizes",
-        type=lambda s: [int(x) for x in s.split(",")],
+        type=sizes_option,
         default=list(SIZES),
         help="comma-separated collection sizes (default 10000)",
     )

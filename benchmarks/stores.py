@@ -53,7 +53,6 @@ import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +64,10 @@ from _common import (
     machine,
     markdown_table,
     median,
+    package_versions,
     rate,
     rss_bytes,
+    sizes_option,
     store_url,
     timed,
     verdict,
@@ -406,12 +407,7 @@ def check_rows(found: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for package in PACKAGES:
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = None
+    found = package_versions(PACKAGES)
     driver = choose_driver()
     found[f"sqlite ({driver.name})"] = driver.sqlite_version
     return found
@@ -427,7 +423,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--sizes",
-        type=lambda s: [int(x) for x in s.split(",")],
+        type=sizes_option,
         default=list(SIZES),
         help="comma-separated collection sizes (default 10000,100000)",
     )
