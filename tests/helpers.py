@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from dualvec.distance import same_vector
 from dualvec.testing.faults import sqlite_locked
 
-__all__ = ["assert_same_contents", "contents", "sqlite_locked"]
+__all__ = ["assert_same_contents", "contents", "sqlite_locked", "write_config"]
 
 
 def contents(store) -> dict[str, tuple[np.ndarray, dict]]:
@@ -30,3 +32,44 @@ def assert_same_contents(a, b) -> None:
         if left[i][1] != right[i][1] or not same_vector(left[i][0], right[i][0], a.spec.metric, 1e-5)
     ]
     assert not differing, f"{len(differing)} records differ, e.g. {differing[:5]}"
+
+
+CONFIG = """
+legacy_url = "{legacy_url}"
+target_url = "{target_url}"
+collection = "docs"
+phase = "{phase}"
+flag_file = "{data}/flags.json"
+outbox_path = "{data}/outbox.db"
+replay_interval_seconds = 3600
+
+[collections.docs]
+dim = {dim}
+metric = "cosine"
+model = "test-embedder"
+
+[collections.docs.fields]
+lang = {{ type = "str" }}
+year = {{ type = "int" }}
+score = {{ type = "float" }}
+public = {{ type = "bool" }}
+title = {{ type = "str", filterable = false }}
+"""
+
+
+def write_config(
+    tmp_path: Path, monkeypatch, legacy_url: str, target_url: str | None = None, phase: str = "legacy"
+) -> Path:
+    """A TOML config for the CLI (and `load_settings`) naming these stores; state in tmp_path/.dualvec."""
+    path = tmp_path / "dualvec.toml"
+    path.write_text(
+        CONFIG.format(
+            legacy_url=legacy_url,
+            target_url=target_url or f"sqlite-vec://{tmp_path}/target.db",
+            data=tmp_path / ".dualvec",
+            dim=8,
+            phase=phase,
+        )
+    )
+    monkeypatch.setenv("DUALVEC_CONFIG", str(path))
+    return tmp_path / ".dualvec"

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import assert_same_contents, sqlite_locked
+from helpers import assert_same_contents, sqlite_locked, write_config
 
 from dualvec import Record, open_store
 from dualvec.backfill import backfill
@@ -36,41 +36,6 @@ from dualvec.verify import verify
 DIM = 8
 SPEC = sample_spec(dim=DIM)
 SHM = Path("/dev/shm")
-CONFIG = """
-legacy_url = "{legacy_url}"
-target_url = "{target_url}"
-collection = "docs"
-flag_file = "{data}/flags.json"
-outbox_path = "{data}/outbox.db"
-replay_interval_seconds = 3600
-
-[collections.docs]
-dim = {dim}
-metric = "cosine"
-model = "test-embedder"
-
-[collections.docs.fields]
-lang = {{ type = "str" }}
-year = {{ type = "int" }}
-score = {{ type = "float" }}
-public = {{ type = "bool" }}
-title = {{ type = "str", filterable = false }}
-"""
-
-
-def write_config(tmp_path: Path, monkeypatch, legacy_url: str, target_url: str | None = None) -> Path:
-    """A TOML config for the CLI (and `load_settings`) naming these stores; state in tmp_path/.dualvec."""
-    path = tmp_path / "dualvec.toml"
-    path.write_text(
-        CONFIG.format(
-            legacy_url=legacy_url,
-            target_url=target_url or f"sqlite-vec://{tmp_path}/target.db",
-            data=tmp_path / ".dualvec",
-            dim=DIM,
-        )
-    )
-    monkeypatch.setenv("DUALVEC_CONFIG", str(path))
-    return tmp_path / ".dualvec"
 
 
 def set_phase(data: Path, phase: str) -> None:

@@ -10,38 +10,21 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import sqlite_locked
+from helpers import sqlite_locked, write_config
 
 from dualvec.cli.main import cli
 from dualvec.router import Router
 from dualvec.settings import load_settings
 from dualvec.testing import make_records
 
-CONFIG = """
-legacy_url = "sqlite-blob://{dir}/legacy.db"
-target_url = "sqlite-vec://{dir}/target.db?busy_timeout=0.05"
-collection = "docs"
-flag_file = "{dir}/flags.json"
-outbox_path = "{dir}/outbox.db"
-phase = "dual"
-
-[collections.docs]
-dim = 8
-model = "test-embedder"
-[collections.docs.fields]
-lang = {{ type = "str" }}
-year = {{ type = "int" }}
-score = {{ type = "float" }}
-public = {{ type = "bool" }}
-title = {{ type = "str", filterable = false }}
-"""
-
 
 @pytest.fixture
 def configured(tmp_path, monkeypatch) -> Path:
-    path = tmp_path / "dualvec.toml"
-    path.write_text(CONFIG.format(dir=tmp_path))
-    monkeypatch.setenv("DUALVEC_CONFIG", str(path))
+    legacy, target = (
+        f"sqlite-blob://{tmp_path}/legacy.db",
+        f"sqlite-vec://{tmp_path}/target.db?busy_timeout=0.05",
+    )
+    write_config(tmp_path, monkeypatch, legacy, target, phase="dual")
     return tmp_path
 
 

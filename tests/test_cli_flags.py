@@ -5,8 +5,8 @@ after a clean verify of these two stores, target-primary only with an empty outb
 from __future__ import annotations
 
 import pytest
-from helpers import sqlite_locked
-from test_backfill_verify import load, open_router, run_cli, set_phase, write_config
+from helpers import sqlite_locked, write_config
+from test_backfill_verify import load, open_router, run_cli, set_phase
 
 from dualvec import open_store
 from dualvec.testing import make_records, sample_spec
