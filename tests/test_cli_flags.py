@@ -9,6 +9,7 @@ from helpers import sqlite_locked, write_config
 from test_backfill_verify import load, open_router, run_cli, set_phase
 
 from dualvec import open_store
+from dualvec.settings import load_settings
 from dualvec.testing import make_records, sample_spec
 
 
@@ -121,3 +122,23 @@ def test_target_comes_after_target_primary_unless_forced(tmp_path, monkeypatch):
     code, output = flag("phase=target")
     assert code == 1 and "go through target-primary first" in output
     assert flag("phase=target", "--force")[0] == 0
+
+
+def test_backfill_waits_for_a_fresh_flag_change_to_reach_every_process(tmp_path, monkeypatch):
+    """A process that has not yet seen phase=dual writes to legacy alone; copying before it
+    has would miss that write. Every process re-reads flags within flag_poll_seconds."""
+    import time
+
+    url = f"sqlite-blob://{tmp_path}/legacy.db"
+    write_config(tmp_path, monkeypatch, url)
+    load(url, 10)
+    poll = load_settings().flag_poll_seconds
+    assert flag("phase=dual")[0] == 0
+    start = time.monotonic()
+    code, output = run_cli("backfill", "--silent")
+    assert code == 0
+    assert "waiting" in output
+    assert time.monotonic() - start >= poll
+    code, output = run_cli("backfill", "--silent")  # the change is old news now: no wait
+    assert code == 0
+    assert "waiting" not in output
