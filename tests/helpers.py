@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+from click.testing import CliRunner
 
 from dualvec.distance import same_vector
 from dualvec.testing.faults import sqlite_locked
 
-__all__ = ["assert_same_contents", "contents", "sqlite_locked", "write_config"]
+__all__ = ["assert_same_contents", "contents", "migrate_through_cli", "sqlite_locked", "write_config"]
 
 
 def contents(store) -> dict[str, tuple[np.ndarray, dict]]:
@@ -73,3 +75,39 @@ def write_config(
     )
     monkeypatch.setenv("DUALVEC_CONFIG", str(path))
     return tmp_path / ".dualvec"
+
+
+LAYOUT_CONFIG = """
+legacy_url = "{legacy_url}"
+target_url = "sqlite-vec://{data}/target.db"
+collection = "{name}"
+flag_file = "{data}/flags.json"
+outbox_path = "{data}/outbox.db"
+replay_interval_seconds = 3600
+
+[collections.{name}]
+{collection}
+"""
+
+
+def migrate_through_cli(tmp_path: Path, monkeypatch, legacy_url: str, name: str, collection: str) -> dict:
+    """Run a whole migration of an application's own store from the command line, as a user
+    would: config naming the layout (`collection` is the body of its TOML table), `flags set
+    phase=dual`, `backfill`, then `verify`. Returns verify's JSON report (clean asserted)."""
+    from dualvec.cli.main import cli
+
+    data = tmp_path / ".dualvec"
+    path = tmp_path / "dualvec.toml"
+    path.write_text(LAYOUT_CONFIG.format(legacy_url=legacy_url, data=data, name=name, collection=collection))
+    monkeypatch.setenv("DUALVEC_CONFIG", str(path))
+    runner = CliRunner()
+    for command in (
+        ["flags", "set", "--force", "phase=dual"],
+        ["backfill", "--silent", "--json"],
+        ["verify", "--silent", "--json"],
+    ):
+        result = runner.invoke(cli, command)
+        assert result.exit_code == 0, (command, result.output)
+    report = json.loads(result.output)
+    assert report["clean"], report
+    return report

@@ -102,5 +102,6 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
 
 
 def matches(conditions: list[Condition], metadata: Metadata) -> bool:
-    """Evaluate parsed conditions in Python, for stores without a native filter."""
-    return all(_COMPARE[c.op](metadata[c.field], c.value) for c in conditions)
+    """Evaluate parsed conditions in Python, for stores without a native filter. A missing
+    value matches no condition, as NULL matches none in SQL."""
+    return all(c.field in metadata and _COMPARE[c.op](metadata[c.field], c.value) for c in conditions)

@@ -70,11 +70,12 @@ def write_roles(phase: Phase) -> tuple[Role, Role | None]:
 
 def _check_compatible(legacy: CollectionSpec, target: CollectionSpec) -> None:
     def shape(spec: CollectionSpec) -> tuple[object, ...]:
-        return spec.dim, spec.metric, spec.model, {n: (f.type, f.filterable) for n, f in spec.fields.items()}
+        fields = {n: (f.type, f.filterable, f.optional) for n, f in spec.fields.items()}
+        return spec.dim, spec.metric, spec.model, spec.id_type, fields
 
     if shape(legacy) != shape(target):
         raise ConfigError(
-            f"legacy and target collections differ (dim, metric, model, fields): "
+            f"legacy and target collections differ (dim, metric, model, id_type, fields): "
             f"{shape(legacy)} vs {shape(target)}; both must describe the same data"
         )
 
@@ -216,7 +217,7 @@ class Router(Closing):
         return hits
 
     def get(self, ids: Sequence[str], *, routing_key: str | None = None) -> list[Record]:
-        clean = check_ids(ids)
+        clean = check_ids(self.spec, ids)
         key = routing_key if routing_key is not None else _routing_key.get()
         served: Role = "target" if self.reads_target(self._flags.current.flags, key) else "legacy"
         with self.metrics.time(served, "get", "primary"):
@@ -241,7 +242,7 @@ class Router(Closing):
             self._write("upsert", [r.id for r in clean], lambda store: store.upsert(clean))
 
     def delete(self, ids: Sequence[str]) -> None:
-        clean = check_ids(ids)
+        clean = check_ids(self.spec, ids)
         if clean:
             self._write("delete", clean, lambda store: store.delete(clean))
 

@@ -99,6 +99,7 @@ class CollectionConfig(BaseModel):
     fields: dict[str, FieldSpec] = Field(default_factory=dict)
     id_source: str = "id"
     vector_source: str = "vector"
+    id_type: str = "str"
     legacy: LegacyNames = LegacyNames()
 
 

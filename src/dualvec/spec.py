@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -14,6 +14,7 @@ __all__ = [
     "CollectionSpec",
     "FieldSpec",
     "FieldType",
+    "IdType",
     "Metric",
     "check_name",
     "check_same_spec",
@@ -21,6 +22,10 @@ __all__ = [
 
 Metric = Literal["cosine", "l2", "dot"]
 FieldType = Literal["str", "int", "float", "bool"]
+# What a backend's ids are: any text, a 64-bit integer (SQLite INTEGER PRIMARY KEY, LanceDB
+# int64, Qdrant uint point ids) or a UUID (Qdrant point ids). Callers always pass and get back
+# str; an "int" id crosses the API as its decimal string, a "uuid" one in canonical form.
+IdType = Literal["str", "int", "uuid"]
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # Names a store uses for its own columns; a metadata field may not shadow them.
@@ -44,8 +49,18 @@ class FieldSpec(BaseModel):
 
     type: FieldType
     filterable: bool = True
+    # A record may lack the value (NULL, an absent payload key, an Arrow null). Filters never
+    # match a missing value, in any store: $eq, $ne, $in, $nin and ranges all test set values.
+    # Stored-only fields may always be missing.
+    optional: bool = False
     # The column or payload key in a store created without dualvec; defaults to the field name.
     source: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _type_alone(cls, data: Any) -> Any:
+        """`{"lang": "str"}` is short for `{"lang": {"type": "str"}}`."""
+        return {"type": data} if isinstance(data, str) else data
 
     @field_validator("source")
     @classmethod
@@ -66,6 +81,7 @@ class CollectionSpec(BaseModel):
     # Column or payload names of an existing store, for wrapping data created without dualvec.
     id_source: str = "id"
     vector_source: str = "vector"
+    id_type: IdType = "str"
 
     @field_validator("name")
     @classmethod
@@ -101,6 +117,11 @@ class CollectionSpec(BaseModel):
     @property
     def filterable_fields(self) -> dict[str, FieldSpec]:
         return {n: f for n, f in self.fields.items() if f.filterable}
+
+    def may_be_missing(self, field: str) -> bool:
+        """Whether a record may lack `field`: optional or stored-only fields."""
+        spec = self.fields[field]
+        return spec.optional or not spec.filterable
 
     def same_layout(self, other: CollectionSpec) -> bool:
         """Whether `other` describes the same stored data (the model is checked separately)."""

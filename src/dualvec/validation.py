@@ -6,6 +6,8 @@ Every error names the record (by position and id), the field and what was expect
 from __future__ import annotations
 
 import math
+import re
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, SupportsFloat, SupportsInt, cast
@@ -14,7 +16,7 @@ import numpy as np
 
 from dualvec.errors import ModelMismatchError, ValidationError
 from dualvec.records import Metadata, Record, Vector
-from dualvec.spec import CollectionSpec, FieldType
+from dualvec.spec import CollectionSpec, FieldType, IdType
 
 __all__ = [
     "MAX_BATCH",
@@ -75,7 +77,11 @@ def check_value(where: str, field_type: FieldType, value: Any) -> Any:
     return text
 
 
-def _check_id(where: str, record_id: Any) -> str:
+# The one spelling of each integer, so "7" and "07" can never name two records.
+_DECIMAL = re.compile(r"^(0|-?[1-9][0-9]{0,18})$")
+
+
+def _check_id(where: str, record_id: Any, id_type: IdType = "str") -> str:
     if not isinstance(record_id, str) or not record_id:
         raise ValidationError(f"{where}: id must be a non-empty str, got {record_id!r}")
     if len(record_id) > MAX_ID_LENGTH:
@@ -86,7 +92,25 @@ def _check_id(where: str, record_id: Any) -> str:
         raise ValidationError(f"{where}: id is not valid Unicode text ({exc.reason})") from exc
     if "\x00" in record_id:
         raise ValidationError(f"{where}: id may not contain NUL characters")
+    if id_type == "int" and not (_DECIMAL.match(record_id) and -(2**63) <= int(record_id) < 2**63):
+        raise ValidationError(
+            f"{where}: id {record_id!r} is not an integer, and this collection's store keys records "
+            "by 64-bit integers (id_type = 'int'); pass the id as its decimal string, e.g. '42'"
+        )
+    if id_type == "uuid" and not _is_canonical_uuid(record_id):
+        raise ValidationError(
+            f"{where}: id {record_id!r} is not a UUID in canonical form, and this collection's "
+            "store keys records by UUIDs (id_type = 'uuid'); pass e.g. "
+            "'1b4e28ba-2fa1-11d2-883f-0016d3cca427' (lowercase, with hyphens)"
+        )
     return record_id
+
+
+def _is_canonical_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
 
 
 def _check_vector(where: str, spec: CollectionSpec, vector: Any) -> Vector:
@@ -125,10 +149,10 @@ def _check_metadata(position: int, record_id: str, spec: CollectionSpec, metadat
     for name, field in spec.fields.items():
         value = metadata.get(name)
         if value is None:
-            if field.filterable:
+            if not spec.may_be_missing(name):
                 raise ValidationError(
                     f"{_where(position, record_id)}: metadata field {name!r} is filterable and must be "
-                    f"set (expected {field.type})"
+                    f"set (expected {field.type}); declare it optional = true if records may lack it"
                 )
             continue
         # The common case (exactly the declared type, in range) skips the detailed checks.
@@ -189,7 +213,7 @@ def check_records(spec: CollectionSpec, records: Iterable[Record]) -> list[Recor
     for position, record in enumerate(batch):
         if not isinstance(record, Record):
             raise ValidationError(f"{_where(position)}: expected Record, got {type(record).__name__}")
-        record_id = _check_id(_where(position), record.id)
+        record_id = _check_id(_where(position), record.id, spec.id_type)
         if record_id in seen:
             raise ValidationError(f"{_where(position, record_id)}: duplicate id in batch; send each id once")
         seen.add(record_id)
@@ -203,7 +227,12 @@ def check_records(spec: CollectionSpec, records: Iterable[Record]) -> list[Recor
 
 def _shape(spec: CollectionSpec) -> tuple[object, ...]:
     """What validation depends on: not the names a backend stores things under."""
-    return (spec.dim, spec.metric, tuple((n, f.type, f.filterable) for n, f in spec.fields.items()))
+    return (
+        spec.dim,
+        spec.metric,
+        spec.id_type,
+        tuple((n, f.type, f.filterable, f.optional) for n, f in spec.fields.items()),
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -213,10 +242,10 @@ class _CheckedRecord(Record):
     shape: tuple[object, ...] = ()
 
 
-def check_ids(ids: Sequence[str] | Iterable[str]) -> list[str]:
+def check_ids(spec: CollectionSpec, ids: Sequence[str] | Iterable[str]) -> list[str]:
     if isinstance(ids, str):
         raise ValidationError("ids: pass a list of ids, not a single str")
-    clean = [_check_id(f"ids[{position}]", i) for position, i in enumerate(ids)]
+    clean = [_check_id(f"ids[{position}]", i, spec.id_type) for position, i in enumerate(ids)]
     if len(clean) > MAX_BATCH:
         raise ValidationError(f"ids: {len(clean)} ids exceed {MAX_BATCH}; split the call")
     return list(dict.fromkeys(clean))

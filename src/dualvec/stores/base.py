@@ -55,12 +55,12 @@ class BaseStore(Closing, ABC):
             self._guard("upsert", self._upsert, clean)
 
     def delete(self, ids: Sequence[str]) -> None:
-        clean = check_ids(ids)
+        clean = check_ids(self.spec, ids)
         if clean:
             self._guard("delete", self._delete, clean)
 
     def get(self, ids: Sequence[str]) -> list[Record]:
-        clean = check_ids(ids)
+        clean = check_ids(self.spec, ids)
         return self._guard("get", self._get, clean) if clean else []
 
     def search(

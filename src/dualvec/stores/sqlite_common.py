@@ -11,12 +11,22 @@ from dualvec.errors import ConfigError
 from dualvec.spec import CollectionSpec, check_same_spec
 from dualvec.sqlite_driver import BUSY_TIMEOUT_SECONDS
 
-__all__ = ["bind_spec", "parse_seconds", "quote", "write_transaction"]
+__all__ = ["bind_spec", "parse_seconds", "quote", "table_option", "write_transaction"]
 
 
 def quote(name: str) -> str:
-    """Quote an identifier that `check_name` already restricted to [A-Za-z0-9_]."""
-    return f'"{name}"'
+    """Quote an SQL identifier. Names dualvec makes are plain ASCII (`check_name`); a table an
+    application named (`?table=`) may hold anything, so quotes inside are doubled."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def table_option(value: str | None) -> str | None:
+    """A store URL's `?table=` (the backend's own table name), refused if SQLite cannot name it."""
+    if value is None:
+        return None
+    if not value or "\x00" in value or len(value) > 255:
+        raise ConfigError(f"store URL option table={value!r}: expected a table name of 1-255 characters")
+    return value
 
 
 @contextmanager

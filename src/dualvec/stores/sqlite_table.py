@@ -18,7 +18,7 @@ from dualvec.records import Metadata, Record
 from dualvec.spec import CollectionSpec, FieldType
 from dualvec.sqlite_driver import BUSY_TIMEOUT_SECONDS, connect
 from dualvec.stores.base import BaseStore
-from dualvec.stores.sqlite_common import parse_seconds, quote
+from dualvec.stores.sqlite_common import parse_seconds, quote, table_option
 
 __all__ = ["COLUMN_TYPES", "SqliteTableStore", "conditions_to_sql", "from_sql"]
 
@@ -65,7 +65,12 @@ class SqliteTableStore(BaseStore):
     scan_order: ClassVar[str] = ""
 
     def __init__(
-        self, path: str | Path, spec: CollectionSpec, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS
+        self,
+        path: str | Path,
+        spec: CollectionSpec,
+        *,
+        busy_timeout: float = BUSY_TIMEOUT_SECONDS,
+        table: str | None = None,
     ) -> None:
         super().__init__(spec)
         self.path = Path(path)
@@ -73,7 +78,9 @@ class SqliteTableStore(BaseStore):
         self._lock = threading.RLock()
         self._fields = [(name, spec.source_of(name), f.type) for name, f in spec.fields.items()]
         self._columns = [spec.id_source, spec.vector_source, *(source for _, source, _ in self._fields)]
-        self._table = quote(spec.name)
+        # The backend's own name for the table: the collection's, or the URL's `?table=`.
+        self.table_name = table or spec.name
+        self._table = quote(self.table_name)
         self._id = quote(spec.id_source)
         self._select = ", ".join(quote(c) for c in self._columns)
         self._conn = self._guard("open", self._connect)
@@ -99,10 +106,20 @@ class SqliteTableStore(BaseStore):
 
     @classmethod
     def from_location(
-        cls: type[S], location: str, spec: CollectionSpec, busy_timeout: str | None = None
+        cls: type[S],
+        location: str,
+        spec: CollectionSpec,
+        busy_timeout: str | None = None,
+        table: str | None = None,
     ) -> S:
-        """`?busy_timeout=SECONDS`: how long a write waits for SQLite's lock (default 30)."""
-        return cls(location, spec, busy_timeout=parse_seconds("busy_timeout", busy_timeout))
+        """`?busy_timeout=SECONDS`: how long a write waits for SQLite's lock (default 30);
+        `?table=NAME`: the table's name when it is not the collection's."""
+        return cls(
+            location,
+            spec,
+            busy_timeout=parse_seconds("busy_timeout", busy_timeout),
+            table=table_option(table),
+        )
 
     def _connect(self) -> Any:
         return connect(self.path, vec=self.loads_vec, busy_timeout=self._busy_timeout)

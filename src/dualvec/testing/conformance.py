@@ -11,7 +11,7 @@ Expected results come from a float64 NumPy computation written here, independent
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,11 +21,11 @@ from dualvec.distance import same_vector
 from dualvec.errors import ConfigError, ModelMismatchError, UnsupportedMetricError, ValidationError
 from dualvec.protocol import VectorStore
 from dualvec.records import Record
-from dualvec.spec import CollectionSpec, Metric
-from dualvec.testing.data import make_records, sample_spec
+from dualvec.spec import CollectionSpec, FieldSpec, Metric
+from dualvec.testing.data import SAMPLE_FIELDS, make_records, sample_spec
 from dualvec.validation import MAX_K
 
-__all__ = ["PersistentStoreConformance", "StoreConformance"]
+__all__ = ["PersistentStoreConformance", "StoreConformance", "assert_reads_match"]
 
 OpenCollection = Callable[[CollectionSpec], VectorStore]
 ALL_METRICS: tuple[Metric, ...] = ("cosine", "l2", "dot")
@@ -91,6 +91,81 @@ BAD_RECORDS: dict[str, Callable[[Record], Record]] = {
     "null filterable": lambda r: Record(r.id, r.vector, {**r.metadata, "lang": None}),
     "nan metadata": lambda r: Record(r.id, r.vector, {**r.metadata, "score": float("nan")}),
 }
+
+# Filters over optional fields: a missing value matches no condition, negations included.
+OPTIONAL_FILTER_CASES: list[tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]] = [
+    ({"lang": "fr"}, lambda m: m.get("lang") == "fr"),
+    ({"lang": {"$ne": "fr"}}, lambda m: "lang" in m and m["lang"] != "fr"),
+    ({"lang": {"$in": ["en", "de"]}}, lambda m: m.get("lang") in ("en", "de")),
+    ({"lang": {"$nin": ["en", "de"]}}, lambda m: "lang" in m and m["lang"] not in ("en", "de")),
+    ({"year": {"$gte": 2012}}, lambda m: "year" in m and m["year"] >= 2012),
+    ({"year": {"$lt": 2012}}, lambda m: "year" in m and m["year"] < 2012),
+    ({"score": {"$lte": 0.5}}, lambda m: "score" in m and m["score"] <= 0.5),
+    ({"public": {"$ne": True}}, lambda m: m.get("public") is False),
+    (
+        {"lang": {"$ne": "es"}, "public": True},
+        lambda m: "lang" in m and m["lang"] != "es" and m.get("public") is True,
+    ),
+]
+OPTIONAL_FIELDS = {
+    name: FieldSpec(type=field.type, filterable=field.filterable, optional=field.filterable)
+    for name, field in SAMPLE_FIELDS.items()
+}
+
+
+def records_with_gaps(n: int, seed: int = 11) -> list[Record]:
+    """Sample records where each optional field is missing from about one record in three."""
+    out = []
+    for i, record in enumerate(make_records(n, DIM, seed=seed, prefix="gap-")):
+        missing = {name for j, name in enumerate(OPTIONAL_FIELDS) if (i + j) % 3 == 0}
+        out.append(
+            Record(record.id, record.vector, {k: v for k, v in record.metadata.items() if k not in missing})
+        )
+    return out
+
+
+def _any(_metadata: dict[str, Any]) -> bool:
+    return True
+
+
+def assert_reads_match(
+    store: VectorStore,
+    records: list[Record],
+    filters: Sequence[tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]] = (),
+    *,
+    queries: int = 5,
+) -> None:
+    """Every read of `store` agrees with `records`, what it should hold: count, get, scan, and
+    search (unfiltered and under each filter) against the float64 reference. For tests of a
+    store wrapped around data an application made itself."""
+    by_id = {r.id: r for r in records}
+    metric = store.spec.metric
+    assert store.count() == len(records)
+    sample = [records[i].id for i in range(0, len(records), max(1, len(records) // 7))]
+    got = store.get(sample)
+    assert [r.id for r in got] == sample
+    for record in got:
+        assert same_vector(record.vector, by_id[record.id].vector, metric)
+        assert record.metadata == by_id[record.id].metadata
+    scanned = [r for batch in store.scan(batch_size=64) for r in batch]
+    assert sorted(r.id for r in scanned) == sorted(by_id)
+    for record in scanned:
+        assert record.metadata == by_id[record.id].metadata
+    rng = np.random.default_rng(3)
+    for query in rng.standard_normal((queries, store.spec.dim)).astype(np.float32):
+        for where, predicate in [({}, _any), *filters]:
+            eligible = [r for r in records if predicate(r.metadata)]
+            k = min(10, max(1, len(eligible)))
+            want = reference_top(eligible, query, metric, k)
+            hits = store.search(query, k=k, filter=where or None)
+            assert all(predicate(h.metadata) for h in hits), where
+            truth = reference_distances(records, query, metric)
+            for hit in hits:
+                assert hit.metadata == by_id[hit.id].metadata
+                assert hit.distance == pytest.approx(truth[hit.id], abs=1e-4)
+            if store.exact:
+                assert [h.id for h in hits] == [i for i, _ in want], where
+
 
 HOSTILE_IDS = ["x' OR '1'='1", "x') OR true --", 'x" OR 1=1', "x\\", "x\\' OR 'a'='a", "%", "*", "`x`"]
 HOSTILE_VALUES = ["en' OR '1'='1", 'en" OR 1=1 --', "en'; DROP TABLE docs; --", "%", "*", "en\\"]
@@ -377,6 +452,56 @@ class StoreConformance:
     def test_bad_scan_batch_size(self, store: VectorStore, batch_size: Any) -> None:
         with pytest.raises(ValidationError, match="batch_size"):
             next(iter(store.scan(batch_size=batch_size)))
+
+    # optional fields
+
+    def test_optional_fields_round_trip_missing(self, open_collection: OpenCollection) -> None:
+        spec = sample_spec(name="gaps", dim=DIM).model_copy(update={"fields": OPTIONAL_FIELDS})
+        store = open_collection(spec)
+        try:
+            records = records_with_gaps(60)
+            store.upsert(records)
+            assert_reads_match(store, records, OPTIONAL_FILTER_CASES)
+            # A value set later, and removed again, reads back each time.
+            first = records[0]
+            store.upsert([Record(first.id, first.vector, {"lang": "xx"})])
+            assert store.get([first.id])[0].metadata == {"lang": "xx"}
+            assert [h.id for h in store.search(first.vector, k=1, filter={"lang": "xx"})] == [first.id]
+            store.upsert([Record(first.id, first.vector, {})])
+            assert store.get([first.id])[0].metadata == {}
+            assert store.search(first.vector, k=60, filter={"lang": {"$nin": ["zz"]}})[0].id != first.id
+        finally:
+            store.close()
+
+    def test_required_field_still_refused_when_missing(self, store: VectorStore) -> None:
+        record = make_records(1, DIM)[0]
+        with pytest.raises(ValidationError, match="optional = true"):
+            store.upsert(
+                [Record("r", record.vector, {k: v for k, v in record.metadata.items() if k != "year"})]
+            )
+        assert store.count() == 0
+
+    # integer ids
+
+    def test_integer_ids_are_decimal_strings(self, open_collection: OpenCollection) -> None:
+        spec = sample_spec(name="numbered", dim=DIM).model_copy(update={"id_type": "int"})
+        store = open_collection(spec)
+        try:
+            ids = ["0", "7", "42", "1000000", str(2**53 + 1)]
+            records = [
+                Record(i, r.vector, r.metadata) for i, r in zip(ids, make_records(len(ids), DIM), strict=True)
+            ]
+            store.upsert(records)
+            assert [r.id for r in store.get(["42", "0", "9"])] == ["42", "0"]
+            assert store.search(records[2].vector, k=1)[0].id == "42"
+            assert sorted(r.id for batch in store.scan() for r in batch) == sorted(ids)
+            for bad in ("abc", "07", "4.2", " 42", str(2**64)):
+                with pytest.raises(ValidationError, match=f"id {bad!r}"):
+                    store.upsert([Record(bad, records[0].vector, records[0].metadata)])
+            store.delete(["7"])
+            assert store.count() == len(ids) - 1
+        finally:
+            store.close()
 
     def test_collections_are_isolated(self, open_collection: OpenCollection) -> None:
         first = open_collection(sample_spec(name="first", dim=DIM))
