@@ -4,6 +4,11 @@ columns, searched by exact brute force in NumPy.
 Vectors are cached in memory so a search does not re-read the table; the cache follows this
 store's own writes row by row and is reloaded whole when `PRAGMA data_version` shows that
 another connection committed.
+
+An application's own table is wrapped as it is (`?table=` when its name is not the
+collection's): its columns are checked at open (`sqlite_layout`), every vector must be a
+float32 BLOB of the spec's dimension, and writes are `INSERT ... ON CONFLICT DO UPDATE` on the
+columns dualvec manages, so the app's other columns keep their values.
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ import numpy as np
 import numpy.typing as npt
 
 from dualvec.distance import distances, top_k
+from dualvec.errors import ConfigError
 from dualvec.filters import Condition
 from dualvec.records import Hit, Record, Vector
 from dualvec.spec import Metric
-from dualvec.stores.sqlite_common import bind_spec, quote, write_transaction
+from dualvec.stores.sqlite_common import bind_spec, bound_spec, quote, write_transaction
+from dualvec.stores.sqlite_layout import check_app_table, table_columns
 from dualvec.stores.sqlite_table import COLUMN_TYPES, SqliteTableStore, conditions_to_sql
 
 __all__ = ["SqliteBlobStore"]
@@ -85,15 +92,39 @@ class SqliteBlobStore(SqliteTableStore):
     backend = "sqlite-blob"
 
     def _create(self) -> None:
-        columns = [f"{self._id} TEXT PRIMARY KEY", f"{quote(self.spec.vector_source)} BLOB NOT NULL"]
+        existing = table_columns(self._conn, self.table_name)
+        # A table met for the first time is the app's: check it before binding to it. One
+        # already bound is checked against the bound spec instead (bind_spec).
+        if existing is not None and bound_spec(self._conn, self.spec.name) is None:
+            check_app_table(self._conn, self.table_name, self.spec, existing, vector=True)
+            self._check_vectors()
+        key_type = "INTEGER" if self.spec.id_type == "int" else "TEXT"
+        columns = [f"{self._id} {key_type} PRIMARY KEY", f"{quote(self.spec.vector_source)} BLOB NOT NULL"]
         columns += [f"{quote(source)} {COLUMN_TYPES[t]}" for _, source, t in self._fields]
         bind_spec(self._conn, self.spec, [f"CREATE TABLE IF NOT EXISTS {self._table} ({', '.join(columns)})"])
+        updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in self._columns[1:])
         self._insert = (
-            f"INSERT OR REPLACE INTO {self._table} ({self._select}) "
-            f"VALUES ({', '.join('?' * len(self._columns))})"
+            f"INSERT INTO {self._table} ({self._select}) VALUES ({', '.join('?' * len(self._columns))}) "
+            f"ON CONFLICT ({self._id}) DO UPDATE SET {updates}"
         )
         self._cache = _VectorCache(self.spec.dim)
         self._cache_version: int | None = None
+
+    def _check_vectors(self) -> None:
+        """Refuse a table holding any vector that is not a float32 BLOB of the spec's dimension,
+        naming one such row: it could be neither searched nor migrated."""
+        vector = quote(self.spec.vector_source)
+        bad = self._conn.execute(
+            f"SELECT {self._id}, typeof({vector}), length({vector}) FROM {self._table} "
+            f"WHERE typeof({vector}) != 'blob' OR length({vector}) != ? LIMIT 1",
+            (4 * self.spec.dim,),
+        ).fetchone()
+        if bad is not None:
+            raise ConfigError(
+                f"table {self.table_name!r}: row {bad[0]!r} holds a {bad[1]} of {bad[2]} bytes in column "
+                f"{self.spec.vector_source!r}, where dim {self.spec.dim} needs a float32 BLOB of "
+                f"{4 * self.spec.dim} bytes; fix the row or the collection's dim"
+            )
 
     def _data_version(self) -> int:
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
@@ -111,7 +142,7 @@ class SqliteBlobStore(SqliteTableStore):
 
     def _upsert(self, records: list[Record]) -> None:
         rows = [
-            (r.id, r.vector.tobytes(), *(r.metadata.get(name) for name, _, _ in self._fields))
+            (self._key(r.id), r.vector.tobytes(), *(r.metadata.get(name) for name, _, _ in self._fields))
             for r in records
         ]
         with self._lock:
@@ -124,7 +155,9 @@ class SqliteBlobStore(SqliteTableStore):
     def _delete(self, ids: list[str]) -> None:
         with self._lock:
             with write_transaction(self._conn):
-                self._conn.executemany(f"DELETE FROM {self._table} WHERE {self._id} = ?", [(i,) for i in ids])
+                self._conn.executemany(
+                    f"DELETE FROM {self._table} WHERE {self._id} = ?", [(self._key(i),) for i in ids]
+                )
             if self._cache_version is not None:
                 for record_id in ids:
                     self._cache.remove(record_id)

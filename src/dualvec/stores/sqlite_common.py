@@ -11,7 +11,7 @@ from dualvec.errors import ConfigError
 from dualvec.spec import CollectionSpec, check_same_spec
 from dualvec.sqlite_driver import BUSY_TIMEOUT_SECONDS
 
-__all__ = ["bind_spec", "parse_seconds", "quote", "table_option", "write_transaction"]
+__all__ = ["bind_spec", "bound_spec", "parse_seconds", "quote", "table_option", "write_transaction"]
 
 
 def quote(name: str) -> str:
@@ -46,13 +46,13 @@ def bind_spec(conn: Any, spec: CollectionSpec, ddl: Sequence[str]) -> None:
     """Create the collection's tables (`ddl`) and record its spec, in one transaction, on first
     open; refuse a later open whose spec differs. A collection already bound opens without
     taking the write lock, so opening never waits on (or fails behind) a busy writer."""
-    row = _bound_spec(conn, spec.name)
+    row = bound_spec(conn, spec.name)
     if row is None:
         with write_transaction(conn):
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS dualvec_collections (name TEXT PRIMARY KEY, spec TEXT NOT NULL)"
             )
-            row = _bound_spec(conn, spec.name)
+            row = bound_spec(conn, spec.name)
             if row is None:
                 for statement in ddl:
                     conn.execute(statement)
@@ -64,7 +64,8 @@ def bind_spec(conn: Any, spec: CollectionSpec, ddl: Sequence[str]) -> None:
     check_same_spec(CollectionSpec.model_validate(json.loads(row[0])), spec)
 
 
-def _bound_spec(conn: Any, name: str) -> tuple[str] | None:
+def bound_spec(conn: Any, name: str) -> tuple[str] | None:
+    """The spec the collection `name` is bound to, as stored (JSON), or None if unbound."""
     exists = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dualvec_collections'"
     ).fetchone()

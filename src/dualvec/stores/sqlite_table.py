@@ -28,10 +28,13 @@ _SQL_OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte
 
 
 def from_sql(field_type: FieldType, value: Any) -> Any:
-    """SQLite hands booleans back as 0/1; restore the declared type."""
+    """SQLite hands booleans back as 0/1, and a NUMERIC column a float 2.0 as 2; restore the
+    declared type."""
     if value is None:
         return None
-    return bool(value) if field_type == "bool" else value
+    if field_type == "bool":
+        return bool(value)
+    return float(value) if field_type == "float" else value
 
 
 def conditions_to_sql(spec: CollectionSpec, conditions: list[Condition]) -> tuple[str, list[Any]]:
@@ -128,6 +131,10 @@ class SqliteTableStore(BaseStore):
     def _create(self) -> None:
         """Create the tables if needed and bind the spec (`sqlite_common.bind_spec`)."""
 
+    def _key(self, record_id: str) -> str | int:
+        """The id as the table holds it: an integer in an `id_type = "int"` collection."""
+        return int(record_id) if self.spec.id_type == "int" else record_id
+
     def _metadata(self, values: tuple[Any, ...]) -> Metadata:
         return {
             name: from_sql(field_type, value)
@@ -144,7 +151,7 @@ class SqliteTableStore(BaseStore):
         found = []
         with self._read_lock:
             for record_id in ids:
-                row = self._reader.execute(sql, (record_id,)).fetchone()
+                row = self._reader.execute(sql, (self._key(record_id),)).fetchone()
                 if row is not None:
                     found.append(self._record(row))
         return found
