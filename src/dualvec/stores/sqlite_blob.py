@@ -23,8 +23,8 @@ from dualvec.errors import ConfigError
 from dualvec.filters import Condition
 from dualvec.records import Hit, Record, Vector
 from dualvec.spec import Metric
-from dualvec.stores.sqlite_common import bind_spec, bound_spec, quote, write_transaction
-from dualvec.stores.sqlite_layout import check_app_table, table_columns
+from dualvec.stores.sqlite_common import bind_spec, quote, write_transaction
+from dualvec.stores.sqlite_layout import check_app_table, foreign_table
 from dualvec.stores.sqlite_table import COLUMN_TYPES, SqliteTableStore, conditions_to_sql
 
 __all__ = ["SqliteBlobStore"]
@@ -92,10 +92,10 @@ class SqliteBlobStore(SqliteTableStore):
     backend = "sqlite-blob"
 
     def _create(self) -> None:
-        existing = table_columns(self._conn, self.table_name)
         # A table met for the first time is the app's: check it before binding to it. One
         # already bound is checked against the bound spec instead (bind_spec).
-        if existing is not None and bound_spec(self._conn, self.spec.name) is None:
+        existing = foreign_table(self._conn, self.table_name, self.spec.name)
+        if existing is not None:
             check_app_table(self._conn, self.table_name, self.spec, existing, vector=True)
             self._check_vectors()
         key_type = "INTEGER" if self.spec.id_type == "int" else "TEXT"

@@ -14,8 +14,9 @@ from typing import Any, Literal
 
 from dualvec.errors import ConfigError
 from dualvec.spec import CollectionSpec, FieldType
+from dualvec.stores.sqlite_common import bound_spec
 
-__all__ = ["Column", "affinity", "check_app_table", "table_columns"]
+__all__ = ["Column", "affinity", "check_app_table", "foreign_table", "table_columns"]
 
 Affinity = Literal["INTEGER", "TEXT", "BLOB", "REAL", "NUMERIC"]
 
@@ -64,6 +65,13 @@ def table_columns(conn: Any, table: str) -> dict[str, Column] | None:
     return {
         str(name).lower(): Column(str(name), str(declared or ""), bool(pk)) for name, declared, pk in rows
     }
+
+
+def foreign_table(conn: Any, table: str, collection: str) -> dict[str, Column] | None:
+    """The columns of `table` if it exists and `collection` was never bound to it: a table the
+    application made, to check before anything binds to it. None otherwise."""
+    columns = table_columns(conn, table)
+    return columns if columns is not None and bound_spec(conn, collection) is None else None
 
 
 def _unique(conn: Any, table: str, column: Column, columns: dict[str, Column]) -> bool:

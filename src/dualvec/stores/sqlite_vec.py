@@ -19,6 +19,7 @@ from dualvec.filters import Condition
 from dualvec.records import Hit, Record, Vector
 from dualvec.spec import FieldType, Metric
 from dualvec.stores.sqlite_common import bind_spec, quote, write_transaction
+from dualvec.stores.sqlite_layout import foreign_table
 from dualvec.stores.sqlite_table import SqliteTableStore, conditions_to_sql
 
 __all__ = ["SqliteVecStore"]
@@ -73,6 +74,12 @@ class SqliteVecStore(SqliteTableStore):
             prefix = "" if spec.fields[name].filterable else "+"
             definition.append(f"{prefix}{source} {_VEC0_TYPES[field_type]}")
         definition += [f"{flag} boolean" for flag in self._flags.values()]
+        if foreign_table(self._conn, self.table_name, spec.name) is not None:
+            raise ConfigError(
+                f"sqlite-vec: table {self.table_name!r} already exists in {str(self.path)!r} and dualvec "
+                "did not create it; the target is dualvec's own: point target_url at another file "
+                "or name another table with ?table="
+            )
         table = f"CREATE VIRTUAL TABLE IF NOT EXISTS {self._table} USING vec0({', '.join(definition)})"
         bind_spec(self._conn, spec, [table])
         columns = [*self._columns, *self._flags.values()]

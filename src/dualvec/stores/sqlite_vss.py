@@ -57,7 +57,7 @@ from dualvec.records import Hit, Record, Vector
 from dualvec.spec import CollectionSpec, Metric
 from dualvec.sqlite_driver import BUSY_TIMEOUT_SECONDS, connect
 from dualvec.stores.sqlite_common import bind_spec, bound_spec, parse_seconds, quote, table_option
-from dualvec.stores.sqlite_layout import check_app_table, table_columns
+from dualvec.stores.sqlite_layout import check_app_table, foreign_table, table_columns
 from dualvec.stores.sqlite_table import COLUMN_TYPES, SqliteTableStore, conditions_to_sql
 from dualvec.stores.sqlite_vss_loader import load_vss
 
@@ -153,10 +153,7 @@ class SqliteVssStore(SqliteTableStore):
         spec = self.spec
         self._index_column = "embedding"
         self._content_vector = True
-        if (
-            table_columns(self._conn, self.table_name) is not None
-            and bound_spec(self._conn, spec.name) is None
-        ):
+        if foreign_table(self._conn, self.table_name, spec.name) is not None:
             raise ConfigError(
                 f"table {self.table_name!r} exists but dualvec did not make it: to wrap an app's "
                 "sqlite-vss layout, name its vss0 index on the URL with ?vss_table=NAME (vss0 tables "
