@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import contextlib
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
+from urllib.parse import quote
 
 import lancedb
 import numpy as np
@@ -11,7 +14,16 @@ import pyarrow as pa
 import pytest
 from lancedb.index import IvfPq
 
-from dualvec import CollectionSpec, ConfigError, FieldSpec, ModelMismatchError, Record, StoreError, open_store
+from dualvec import (
+    CollectionSpec,
+    ConfigError,
+    FieldSpec,
+    ModelMismatchError,
+    Record,
+    StoreError,
+    ValidationError,
+    open_store,
+)
 from dualvec.distance import distances, top_k
 from dualvec.testing.conformance import PersistentStoreConformance
 from dualvec.testing.data import make_records, sample_spec
@@ -222,6 +234,7 @@ def test_wraps_a_table_made_without_dualvec(url, tmp_path):
         ({"id_source": "uid"}, "no column 'uid'"),
         ({"dim": 9}, "fixed_size_list<float>\\[9\\]"),
         ({"fields": {"year": FieldSpec(type="str")}}, "column 'year' is int64"),
+        ({"id_type": "int"}, "id column 'doc_id' is string, .*set id_type = \"str\""),
     ],
 )
 def test_wrapping_refuses_columns_that_do_not_fit(url, tmp_path, change, message):
@@ -285,3 +298,139 @@ def test_steady_small_writes_are_compacted(tmp_path):
     assert compacted.count() == never.count() == 120
     with pytest.raises(ConfigError, match="optimize_every"):
         open_store(f"lancedb://{tmp_path}/c?optimize_every=often", spec)
+
+
+def tables(folder) -> list[str]:
+    return lancedb.connect(folder).list_tables().tables
+
+
+def test_table_option_names_the_lance_table(url, tmp_path):
+    spec = sample_spec(dim=DIM)
+    records = make_records(30, DIM)
+    store = open_store(f"{url}?table=Docs.v2-final", spec)
+    store.upsert(records)
+    store.close()
+    assert tables(tmp_path / "lance") == ["Docs.v2-final"]
+    reopened = open_store(f"{url}?table=Docs.v2-final", spec)
+    assert sorted(r.id for batch in reopened.scan(batch_size=7) for r in batch) == sorted(
+        r.id for r in records
+    )
+    assert reopened.get(["doc-3"]) == [records[3]]
+    # Without the option the collection's own name is used: another, new table.
+    assert open_store(url, spec).count() == 0
+    assert sorted(tables(tmp_path / "lance")) == ["Docs.v2-final", "docs"]
+
+
+@pytest.mark.parametrize("name", ["../docs", "..", ".hidden", "a/b", "a\\b", "", "dönér", "a b", "x" * 250])
+def test_table_option_refuses_names_lancedb_cannot_hold(url, tmp_path, name):
+    with pytest.raises(
+        ConfigError, match=re.escape("letters, digits, '_', '-' or '.', not starting with '.'")
+    ):
+        open_store(f"{url}?table={quote(name, safe='')}", sample_spec(dim=DIM))
+    assert not (tmp_path / "docs.lance").exists()
+    assert not (tmp_path / "lance").exists() or tables(tmp_path / "lance") == []
+
+
+def test_a_table_folder_lancedb_cannot_open_is_never_written_over(url, tmp_path):
+    """A damaged table (here: no committed version) reads as missing to LanceDB, whose
+    create_table would then start a new table in the same folder."""
+    lancedb.connect(tmp_path / "lance").create_table("docs", data=[{"id": "a", "vector": [1.0] * DIM}])
+    shutil.rmtree(tmp_path / "lance" / "docs.lance" / "_versions")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "lance").rglob("*"))
+    with pytest.raises(ConfigError, match="exists but holds no table LanceDB can open"):
+        open_store(url, sample_spec(dim=DIM))
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "lance").rglob("*")) == before
+
+
+def test_integer_id_collections_get_an_int64_id_column(url, tmp_path):
+    spec = sample_spec(dim=DIM).model_copy(update={"id_type": "int"})
+    store = open_store(url, spec)
+    store.upsert([Record("-5", np.ones(DIM, np.float32), make_records(1, DIM)[0].metadata)])
+    table = lancedb.connect(tmp_path / "lance").open_table("docs")
+    assert table.schema.field("id").type == pa.int64()
+    assert table.to_arrow().column("id").to_pylist() == [-5]
+    assert [r.id for r in store.get(["-5"])] == ["-5"]
+
+
+def narrow_table(tmp_path) -> None:
+    """An app table with narrower types than dualvec's own: int32 ids, an int16 and a float32 field."""
+    schema = pa.schema(
+        [
+            pa.field("key", pa.int32()),
+            pa.field("vec", pa.list_(pa.float32(), 8)),
+            pa.field("stars", pa.int16()),
+            pa.field("weight", pa.float32()),
+        ]
+    )
+    rows = [{"key": i, "vec": [float(i + 1)] * 8, "stars": i, "weight": 0.5} for i in range(3)]
+    lancedb.connect(tmp_path / "lance").create_table("narrow", data=pa.Table.from_pylist(rows, schema))
+
+
+NARROW = CollectionSpec(
+    name="narrow",
+    dim=8,
+    metric="l2",
+    model="m",
+    id_type="int",
+    id_source="key",
+    vector_source="vec",
+    fields={"stars": "int", "weight": "float"},
+)
+
+
+@pytest.mark.parametrize(
+    ("record_id", "metadata", "message"),
+    [
+        ("3000000000", {"stars": 1, "weight": 1.0}, "column 'key' of type int32"),
+        ("7", {"stars": 40_000, "weight": 1.0}, "field 'stars' is 40000.*int16"),
+        ("7", {"stars": 1, "weight": 1e300}, "field 'weight' is 1e\\+300.*float"),
+    ],
+)
+def test_narrow_columns_refuse_values_they_cannot_hold(url, tmp_path, record_id, metadata, message):
+    narrow_table(tmp_path)
+    store = open_store(url, NARROW)
+    good = Record("5", np.ones(8, np.float32), {"stars": 2, "weight": 0.25})
+    with pytest.raises(ValidationError, match=f"record 1 \\(id '{record_id}'\\): .*{message}"):
+        store.upsert([good, Record(record_id, np.ones(8, np.float32), metadata)])
+    assert store.count() == 3
+    assert store.get(["5", "3000000000"]) == []
+    store.delete(["3000000000"])  # no row can have it: nothing to do, and no error
+    store.upsert([good])
+    assert store.get(["5", "0"]) == [good, Record("0", np.ones(8, np.float32), {"stars": 0, "weight": 0.5})]
+
+
+def test_non_nullable_columns(url, tmp_path):
+    schema = pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), 8)),
+            pa.field("title", pa.string(), nullable=False),
+            pa.field("owner", pa.string(), nullable=False),
+        ]
+    )
+    row = {"id": "a", "vector": [1.0] * 8, "title": "t", "owner": "me"}
+    lancedb.connect(tmp_path / "lance").create_table("notes", data=pa.Table.from_pylist([row], schema))
+    spec = CollectionSpec(
+        name="notes", dim=8, model="m", fields={"title": {"type": "str", "filterable": False}}
+    )
+    # `owner` cannot be null and dualvec would not fill it: Lance would refuse every write.
+    with pytest.raises(ConfigError, match=r"column\(s\) \['owner'\] cannot be null.*declare each as a field"):
+        open_store(url, spec)
+    spec = spec.model_copy(
+        update={"fields": {**spec.fields, "owner": FieldSpec(type="str", filterable=False)}}
+    )
+    store = open_store(url, spec)
+    vector = np.full(8, 2.0, np.float32)
+    with pytest.raises(ValidationError, match="record 1 \\(id 'c'\\): metadata field 'owner' has no value"):
+        store.upsert([Record("b", vector, {"title": "b", "owner": "x"}), Record("c", vector, {"title": "c"})])
+    assert store.count() == 1
+    store.upsert([Record("b", vector, {"title": "b", "owner": "x"})])
+    assert store.get(["b"]) == [Record("b", vector, {"title": "b", "owner": "x"})]
+
+
+def test_rows_without_an_id_are_refused_at_open(url, tmp_path):
+    rows, _ = existing_table(tmp_path, n=3)
+    lancedb.connect(tmp_path / "lance").open_table("legacy").add([{**rows[0], "doc_id": None}])
+    with pytest.raises(ConfigError, match="1 row\\(s\\) have no id \\(column 'doc_id' is null\\)"):
+        open_store(url, WRAPPED)
+    assert lancedb.connect(tmp_path / "lance").open_table("legacy").schema.field("doc_id").nullable

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from qdrant_client import QdrantClient, models
 
 from dualvec import open_store
 from dualvec.distance import distances, same_vector
-from dualvec.errors import ConfigError, ModelMismatchError, StoreLockedError
+from dualvec.errors import ConfigError, ModelMismatchError, StoreLockedError, ValidationError
 from dualvec.records import Record
 from dualvec.spec import CollectionSpec, FieldSpec
 from dualvec.testing import make_records, sample_spec
@@ -240,3 +241,141 @@ def test_a_spec_that_does_not_fit_their_collection_is_refused(folder, change, me
         open_store(f"qdrant-local://{folder}", spec)
     # The refused open bound nothing and released the folder.
     open_store(f"qdrant-local://{folder}", WRAPPED).close()
+
+
+# ?id=point: the point ids are the record ids
+
+
+def point_spec(id_type: str, name: str = "events") -> CollectionSpec:
+    return CollectionSpec(
+        name=name,
+        dim=DIM,
+        metric="l2",
+        model="their-embedder",
+        id_type=id_type,
+        fields={
+            "kind": FieldSpec(type="str", optional=True),
+            "note": FieldSpec(type="str", filterable=False),
+        },
+    )
+
+
+def their_points(folder: Path, ids: list, payloads: list[dict], name: str = "events") -> np.ndarray:
+    """A collection an app keyed by its own point ids, with nothing of dualvec's in it."""
+    vectors = np.random.default_rng(3).standard_normal((len(ids), DIM)).astype(np.float32)
+    client = QdrantClient(path=str(folder))
+    client.create_collection(
+        name, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.EUCLID)
+    )
+    client.upsert(
+        name,
+        [
+            models.PointStruct(id=i, vector=v.tolist(), payload=p)
+            for i, v, p in zip(ids, vectors, payloads, strict=True)
+        ],
+    )
+    client.close()
+    return vectors
+
+
+def their_payloads(folder: Path, name: str = "events") -> dict:
+    client = QdrantClient(path=str(folder))
+    try:
+        points, _ = client.scroll(name, limit=100, with_payload=True)
+    finally:
+        client.close()
+    return {p.id: p.payload for p in points}
+
+
+def test_id_point_with_int_ids_writes_the_point_ids_themselves(folder):
+    vectors = their_points(folder, [3, 10], [{"kind": "click", "id": "theirs"}, {"kind": "view"}])
+    with open_store(f"qdrant-local://{folder}?id=point", point_spec("int")) as store:
+        assert [r.id for r in store.get(["10", "3", "4"])] == ["10", "3"]
+        store.upsert(
+            [
+                Record("3", vectors[0], {"note": "replaced"}),  # kind unset: the key goes
+                Record("42", vectors[1] + 1, {"kind": "buy"}),
+            ]
+        )
+        assert store.search(vectors[1] + 1, k=1)[0].id == "42"
+        store.delete(["10", "999"])
+        assert sorted(r.id for batch in store.scan() for r in batch) == ["3", "42"]
+    # Int point ids, no id key added, the app's own key kept.
+    assert their_payloads(folder) == {3: {"id": "theirs", "note": "replaced"}, 42: {"kind": "buy"}}
+
+
+def test_id_point_with_uuid_ids(folder):
+    first, second = uuid.UUID(int=1), uuid.UUID(int=2**100)
+    vectors = their_points(folder, [str(first).upper(), second.hex], [{"kind": "a"}, {}])
+    fresh = str(uuid.UUID(int=7))
+    with open_store(f"qdrant-local://{folder}?id=point", point_spec("uuid")) as store:
+        # Whatever spelling the app wrote, ids come back canonical.
+        assert sorted(r.id for batch in store.scan() for r in batch) == sorted([str(first), str(second)])
+        assert store.search(vectors[1], k=1)[0].id == str(second)
+        store.upsert([Record(fresh, vectors[0], {"kind": "b"})])
+        assert store.get([fresh])[0].metadata == {"kind": "b"}
+    assert their_payloads(folder)[fresh] == {"kind": "b"}
+
+
+def test_id_point_refuses_negative_ids_but_reads_the_apps_own(folder):
+    # Local mode took a negative id from the app; a Qdrant server would not.
+    vectors = their_points(folder, [-5, 1], [{"kind": "old"}, {"kind": "new"}])
+    with open_store(f"qdrant-local://{folder}?id=point", point_spec("int")) as store:
+        assert store.get(["-5"])[0].metadata == {"kind": "old"}
+        with pytest.raises(ValidationError, match=r"id '-7'.*negative"):
+            store.upsert([Record("8", vectors[0], {}), Record("-7", vectors[1], {})])
+        assert store.get(["8", "-7"]) == []
+        assert store.count() == 2
+
+
+def test_id_point_refuses_int_ids_beyond_64_bits(folder):
+    their_points(folder, [1, 2**63], [{}, {}])
+    with pytest.raises(ConfigError, match=f"point id {2**63}, beyond {2**63 - 1}"):
+        open_store(f"qdrant-local://{folder}?id=point", point_spec("int"))
+
+
+def test_the_id_layout_is_bound_on_first_open(folder):
+    """A collection dualvec filled (uuid5 point ids) also looks keyed by UUIDs: only the binding
+    tells the two apart, so reading its point ids as record ids is refused."""
+    spec = point_spec("uuid")
+    with open_store(f"qdrant-local://{folder}", spec) as store:
+        store.upsert([Record(str(uuid.UUID(int=9)), np.ones(DIM, np.float32), {})])
+    with pytest.raises(ConfigError, match=r"opened with record ids in the payload, now with \?id=point"):
+        open_store(f"qdrant-local://{folder}?id=point", spec)
+    other = point_spec("int", name="other")
+    open_store(f"qdrant-local://{folder}?id=point", other).close()
+    with pytest.raises(ConfigError, match=r"opened with \?id=point"):
+        open_store(f"qdrant-local://{folder}", other)
+
+
+@pytest.mark.parametrize("option", ["id=payload", "id=", "id=Point"])
+def test_unknown_id_options_are_refused(folder, option):
+    with pytest.raises(ConfigError, match="the only value is 'point'"):
+        open_store(f"qdrant-local://{folder}?{option}", point_spec("int"))
+
+
+# ?table=: the app's name for the Qdrant collection
+
+
+def test_table_names_the_qdrant_collection(folder):
+    vectors = their_points(folder, [1, 2], [{"kind": "x"}, {"kind": "y"}], name="Events-v2.prod")
+    spec = point_spec("int")
+    url = f"qdrant-local://{folder}?id=point&table=Events-v2.prod"
+    with open_store(url, spec) as store:
+        assert store.count() == 2
+        assert store.search(vectors[1], k=1, filter={"kind": "y"})[0].id == "2"
+    # dualvec's bookkeeping is under the collection's name; no collection named after it appeared.
+    assert (folder / "dualvec" / "events.json").exists()
+    client = QdrantClient(path=str(folder))
+    try:
+        assert [c.name for c in client.get_collections().collections] == ["Events-v2.prod"]
+    finally:
+        client.close()
+
+
+def test_a_payload_value_of_another_type_is_refused_naming_the_point(folder):
+    their_points(folder, [1, 2], [{"kind": "x"}, {"kind": ["x", "y"]}])
+    with open_store(f"qdrant-local://{folder}?id=point", point_spec("int")) as store:
+        assert store.get(["1"])[0].metadata == {"kind": "x"}
+        with pytest.raises(ConfigError, match=r"point 2 .* payload 'kind' holds list \['x', 'y'\].* str"):
+            store.get(["2"])

@@ -3,7 +3,10 @@
 Two gaps in Qdrant's filters are closed here:
 
 - `must_not` also matches points where the key is missing, while a filter matches set fields
-  only (SQL's ``x != 'a'`` is not true for NULL). Negations therefore also require the key.
+  only (SQL's ``x != 'a'`` is not true for NULL). Negations therefore also require the key
+  (`IsEmpty` covers an absent key and a null one alike). The positive conditions (match,
+  `MatchAny`, range) already never match an absent or null key, so they need nothing added;
+  tests/test_layout_qdrant.py checks all of them on collections with gaps.
 - Exact match takes no floats: floats match with a closed range. (Range filters on strings,
   which Qdrant cannot express, are refused for every store by `dualvec.filters`.)
 """

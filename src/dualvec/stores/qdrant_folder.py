@@ -7,24 +7,41 @@ close; the last one out closes the client, which releases the folder. A folder t
 process holds raises `StoreLockedError` naming it.
 
 Each collection's spec is kept beside Qdrant's files, in ``dualvec/<collection>.json``, so a
-reopen with another model or layout is refused, as the SQLite stores refuse it.
+reopen with another model or layout is refused, as the SQLite stores refuse it. How the store
+finds its record ids (``?id=`` on the URL) is kept beside it, in ``dualvec/<collection>.ids``:
+it is part of the layout, and no check on the points alone can tell it (a collection dualvec
+filled with uuid5 point ids also looks like one an application keys by UUIDs).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import portalocker
 from qdrant_client import QdrantClient
 from qdrant_client.models import ExtendedPointId
 
-from dualvec.errors import StoreLockedError
+from dualvec.errors import ConfigError, StoreLockedError
 from dualvec.spec import CollectionSpec, check_same_spec
 
-__all__ = ["SharedClient", "bind_spec", "borrow", "check_bound_spec", "give_back"]
+__all__ = [
+    "IdSource",
+    "SharedClient",
+    "bind_ids",
+    "bind_spec",
+    "borrow",
+    "check_bound_ids",
+    "check_bound_spec",
+    "give_back",
+]
+
+# Where a record's id lives: a payload key (`spec.id_source`) or the point id itself.
+IdSource = Literal["payload", "point"]
 
 # qdrant-client's own lock file inside the folder (qdrant_client/local/qdrant_local.py).
 _LOCK_FILE = ".lock"
@@ -39,8 +56,9 @@ class SharedClient:
     client: QdrantClient
     lock: threading.RLock = field(default_factory=threading.RLock)
     users: int = 0
-    # collection name -> caller id -> point id; see qdrant_local for why it lives here.
-    point_ids: dict[str, dict[str, ExtendedPointId]] = field(default_factory=dict)
+    # (qdrant collection, payload id key) -> caller id -> point id; see qdrant_local for why
+    # it lives here.
+    point_ids: dict[tuple[str, str], dict[str, ExtendedPointId]] = field(default_factory=dict)
 
 
 _OPEN: dict[Path, SharedClient] = {}
@@ -124,8 +142,43 @@ def check_bound_spec(folder: Path, spec: CollectionSpec) -> bool:
 
 def bind_spec(folder: Path, spec: CollectionSpec) -> None:
     """Store `spec` as the one its collection is bound to."""
-    path = _spec_path(folder, spec.name)
+    _write(_spec_path(folder, spec.name), spec.model_dump_json(indent=2))
+
+
+def _write(path: Path, text: str) -> None:
     path.parent.mkdir(exist_ok=True)
-    partial = path.with_suffix(".tmp")
-    partial.write_text(spec.model_dump_json(indent=2), encoding="utf-8")
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)  # atomic: a crash leaves no file or a whole one, never half of one
+
+
+def _ids_path(folder: Path, name: str) -> Path:
+    return folder / _SPEC_DIR / f"{name}.ids"
+
+
+def check_bound_ids(folder: Path, spec: CollectionSpec, ids: IdSource, spec_bound: bool) -> None:
+    """Refuse to read a collection's record ids from anywhere but where its first open read them.
+
+    A spec bound before the ids were recorded was bound by a dualvec that only read them from
+    the payload."""
+    path = _ids_path(folder, spec.name)
+    if path.exists():
+        bound = json.loads(path.read_text(encoding="utf-8"))["ids"]
+    elif spec_bound:
+        bound = "payload"
+    else:
+        return
+    if bound != ids:
+        raise ConfigError(
+            f"collection {spec.name!r} was opened with {_describe(bound)}, now with {_describe(ids)}; "
+            f"use the store URL it was opened with (the binding is in {path})"
+        )
+
+
+def _describe(ids: str) -> str:
+    return "?id=point (record ids are the point ids)" if ids == "point" else "record ids in the payload"
+
+
+def bind_ids(folder: Path, spec: CollectionSpec, ids: IdSource) -> None:
+    """Record where the collection's record ids live."""
+    _write(_ids_path(folder, spec.name), json.dumps({"ids": ids}))
