@@ -143,7 +143,7 @@ def open_router(
     )
     legacy_store = open_store(store_url(legacy, folder / "legacy"), spec)
     target_store = open_store(store_url("sqlite-vec", folder / "target"), spec)
-    return Router(legacy_store, target_store, settings, start_replayer=False)
+    return Router.over(legacy_store, target_store, settings, start_replayer=False)
 
 
 def run_json_worker(command: Sequence[str], timeout: float) -> dict[str, Any]:

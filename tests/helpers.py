@@ -11,7 +11,12 @@ from click.testing import CliRunner
 from dualvec.distance import same_vector
 from dualvec.testing.faults import sqlite_locked
 
-__all__ = ["assert_same_contents", "contents", "migrate_through_cli", "sqlite_locked", "write_config"]
+__all__ = ["assert_same_contents", "contents", "docs", "migrate_through_cli", "sqlite_locked", "write_config"]
+
+
+def docs(output: str) -> dict:
+    """The `docs` collection's entry in a command's `--json` report."""
+    return json.loads(output)["collections"]["docs"]
 
 
 def contents(store) -> dict[str, tuple[np.ndarray, dict]]:
@@ -108,6 +113,6 @@ def migrate_through_cli(tmp_path: Path, monkeypatch, legacy_url: str, name: str,
     ):
         result = runner.invoke(cli, command)
         assert result.exit_code == 0, (command, result.output)
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["clean"], report
     return report

@@ -1,5 +1,5 @@
-"""A real process serving traffic through a Router, for the kill, concurrency, rollback and
-Prometheus tests.
+"""A real process serving traffic through a Router, for the kill, concurrency and rollback
+tests.
 
     python router_process.py MODE DATA_DIR [SECONDS]
 
@@ -7,16 +7,12 @@ MODE writer: 4 threads upsert and delete their own ids, logging each attempt bef
 and each acknowledgement after it returns (one O_APPEND line each, so a SIGKILL loses nothing
 already written). MODE mixed: reads and writes shared ids; counts errors by message. MODE
 reader: searches for a record only the target holds and prints each change of serving store.
-MODE serve: a live workload (phase dual, half the reads on the target, every read shadowed)
-with the target locked by another process for 0.5 s every 2 s, so writes fail, the outbox
-fills and the replayer repairs; prints its /metrics URL and stops cleanly on SIGTERM.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -26,13 +22,9 @@ import numpy as np
 
 from dualvec import Record, open_store
 from dualvec.logs import configure_logging
-from dualvec.metrics import DualvecMetrics
-from dualvec.metrics_server import start_metrics_server
 from dualvec.router import Router
-from dualvec.settings import Settings, ShadowSettings
+from dualvec.settings import Settings
 from dualvec.testing import make_records, sample_spec
-from dualvec.testing.faults import sqlite_locked
-from dualvec.workload import Workload
 
 DIM = 8
 SPEC = sample_spec(dim=DIM)
@@ -49,7 +41,7 @@ def open_router(data: Path, **settings) -> Router:
     )
     legacy = open_store(f"sqlite-blob://{data}/legacy.db", SPEC)
     target = open_store(f"sqlite-vec://{data}/target.db", SPEC)
-    return Router(legacy, target, config, start_replayer=False)
+    return Router.over(legacy, target, config, start_replayer=False)
 
 
 def writer(data: Path, seconds: float) -> None:
@@ -121,6 +113,8 @@ def reader(data: Path, seconds: float) -> None:
     marker = make_records(1, DIM, seed=4242, prefix="target-only-")[0]
     served_before = None
     print("ready", flush=True)
+    # Reads until a second after it has gone back to legacy (or `seconds` at most), so a slow
+    # start of its siblings cannot make it quit before the rollback it is there to see.
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         hits = router.search(marker.vector, k=1)
@@ -128,45 +122,13 @@ def reader(data: Path, seconds: float) -> None:
         if served != served_before:
             print(f"{time.time():.6f} {served}", flush=True)
             served_before = served
+            if served == "legacy":
+                deadline = min(deadline, time.monotonic() + 1.0)
     router.close()
-
-
-def serve(data: Path, seconds: float) -> None:
-    settings = Settings(
-        phase="dual",
-        read_percent=50,
-        shadow_percent=100,
-        flag_file=data / "flags.json",
-        outbox_path=data / "outbox.db",
-        replay_interval_seconds=0.2,
-        flag_poll_seconds=0.1,
-        shadow=ShadowSettings(mismatch_log=data / "mismatches.jsonl"),
-    )
-    metrics = DualvecMetrics()
-    router = Router(
-        open_store(f"sqlite-blob://{data}/legacy.db", SPEC),
-        open_store(f"sqlite-vec://{data}/target.db?busy_timeout=0.05", SPEC),
-        settings,
-        metrics=metrics,
-    )
-    router.upsert(make_records(500, DIM, prefix="live-"))  # shadow reads compare real neighbours
-    server = start_metrics_server(metrics, port=0)
-    workload = Workload(router, live_ids=500)
-    workload.start()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    print(server.url, flush=True)
-    deadline = time.monotonic() + seconds
-    while not stop.wait(1.5) and time.monotonic() < deadline:
-        with sqlite_locked(data / "target.db"):
-            stop.wait(0.5)
-    workload.stop()
-    router.close()
-    server.close()
 
 
 if __name__ == "__main__":
     configure_logging(json=True, level="ERROR")
     mode, data_dir = sys.argv[1], Path(sys.argv[2])
     duration = float(sys.argv[3]) if len(sys.argv) > 3 else 3600.0
-    {"writer": writer, "mixed": mixed, "reader": reader, "serve": serve}[mode](data_dir, duration)
+    {"writer": writer, "mixed": mixed, "reader": reader}[mode](data_dir, duration)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import assert_same_contents, sqlite_locked, write_config
+from helpers import assert_same_contents, docs, sqlite_locked, write_config
 
 from dualvec import Record, open_store
 from dualvec.backfill import backfill
@@ -118,8 +118,8 @@ def open_router() -> Router:
 def verify_clean_after_repair(router: Router) -> None:
     """`verify --repair` finds nothing to repair (backfill alone was exact), then `verify` is clean."""
     code, output = run_cli("verify", "--repair", "--json", "--silent")
-    report = json.loads(output)
     assert code == 0, output
+    report = docs(output)
     assert report["before"] == {"missing": 0, "extra": 0, "vector": 0, "metadata": 0}, report
     assert report["clean"]
     code, output = run_cli("verify", "--silent")
@@ -149,7 +149,7 @@ def test_backfill_process_beside_live_writes_lancedb(tmp_path, monkeypatch):
             )
             during = sum(churn.ops.values()) - before
         assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout)["copied"] > 1000
+        assert docs(done.stdout)["copied"] > 1000
         assert during > 20, f"only {during} live writes overlapped the backfill"
         verify_clean_after_repair(router)
     finally:
@@ -240,7 +240,7 @@ def test_backfill_killed_at_random_moments_resumes_and_ends_identical(tmp_path, 
             )
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert final.returncode == 0, final.stderr
-        summary = json.loads(final.stdout)
+        summary = docs(final.stdout)
         assert all(a < b for a, b in itertools.pairwise(reached)) and reached[0] > 0, reached
         assert reached[-1] < 6000, f"killed too late to test anything: {reached}"
         assert summary["resumed_from"] == reached[-1]
@@ -282,7 +282,7 @@ def test_backfill_refuses_unless_writes_reach_the_target(tmp_path, monkeypatch):
     assert "phase legacy" in output and "dualvec flags set phase=dual" in output
     code, output = run_cli("backfill", "--silent", "--force", "--json")
     assert code == 0, output
-    assert json.loads(output)["copied"] == 50
+    assert docs(output)["copied"] == 50
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, monkeypatch):
@@ -293,7 +293,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, monkeypatch):
     before = sorted(p.name for p in data.iterdir())
     code, output = run_cli("backfill", "--dry-run", "--batch-size", "100", "--json")
     assert code == 0, output
-    plan = json.loads(output)
+    plan = docs(output)
     assert (plan["legacy_count"], plan["target_count"], plan["batches"]) == (1234, 0, math.ceil(1234 / 100))
     assert (plan["resume_from"], plan["dry_run"], plan["refused"]) == (0, True, None)
     code, output = run_cli("backfill", "--dry-run")
@@ -333,7 +333,7 @@ def test_verify_exit_codes_samples_repair_and_state_file(tmp_path, monkeypatch):
 
     code, output = run_cli("verify", "--json", "--silent", "--sample", "1")
     assert code == 3, output
-    report = json.loads(output)
+    report = docs(output)
     assert report["counts"] == {"missing": 2, "extra": 1, "vector": 1, "metadata": 1}
     assert report["samples"] == {
         "missing": ["doc-1"],
@@ -348,7 +348,7 @@ def test_verify_exit_codes_samples_repair_and_state_file(tmp_path, monkeypatch):
 
     code, output = run_cli("verify", "--repair", "--json", "--silent")
     assert code == 0, output
-    report = json.loads(output)
+    report = docs(output)
     assert report["before"] == {"missing": 2, "extra": 1, "vector": 1, "metadata": 1}
     assert report["repaired"] == {"upserted": 4, "deleted": 1, "failed": 0}
     assert run_cli("verify", "--silent")[0] == 0

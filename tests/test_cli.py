@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import sqlite_locked, write_config
+from helpers import docs, sqlite_locked, write_config
 
 from dualvec.cli.main import cli
 from dualvec.router import Router
@@ -80,7 +80,7 @@ def test_status_replay_and_their_exit_codes(configured):
     finally:
         router.close()
     code, out = run("status", "--json")
-    status = json.loads(out)
+    status = docs(out)
     assert code == 0
     assert status["phase"] == "dual"
     assert status["legacy"]["count"] == 12
@@ -89,22 +89,22 @@ def test_status_replay_and_their_exit_codes(configured):
     with sqlite_locked(configured / "target.db"):
         code, out = run("replay", "--json")
         assert code == 1  # the target is still down: some ids could not be repaired
-        assert json.loads(out)["remaining"] == 12
+        assert docs(out)["remaining"] == 12
     code, out = run("replay", "--json")
     assert code == 0
-    assert json.loads(out) == {"upserted": 12, "deleted": 0, "failed": 0, "remaining": 0}
-    assert json.loads(run("status", "--json")[1])["target"]["count"] == 12
+    assert docs(out) == {"upserted": 12, "deleted": 0, "failed": 0, "remaining": 0}
+    assert docs(run("status", "--json")[1])["target"]["count"] == 12
 
 
 def test_rollback_from_target_primary_goes_back_to_dual(configured):
     assert run("flags", "set", "phase=target-primary", "read_percent=100", "--force")[0] == 0
     code, out = run("rollback", "--json")
     assert code == 0
-    assert json.loads(out) | {"source": None} == {
+    assert docs(out) | {"sources": None} == {
         "phase": "dual",
         "read_percent": 0.0,
         "shadow_percent": 0.0,
-        "source": None,
+        "sources": None,
     }
 
 
@@ -128,8 +128,8 @@ def test_bench_reports_latency_and_agreement_of_the_configured_stores(configured
     finally:
         router.close()
     code, out = run("bench", "--queries", "40", "-k", "5", "--json")
-    result = json.loads(out)
     assert code == 0
+    result = docs(out)
     assert result["queries"] == 40
     assert result["mean_recall"] == 1.0  # both stores hold the same records
     assert set(result["legacy_ms"]) == set(result["target_ms"]) == {"p50", "p95", "p99"}

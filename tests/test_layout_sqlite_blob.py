@@ -166,7 +166,7 @@ def test_writes_through_the_router_keep_the_apps_columns(tmp_path, app_db):
     conn.commit()
     conn.close()
     settings = Settings(phase="dual", flag_file=tmp_path / "flags.json", outbox_path=tmp_path / "outbox.db")
-    router = Router(
+    router = Router.over(
         open_store(url(path), SPEC),
         open_store(f"sqlite-vec://{tmp_path}/target.db", TARGET_SPEC),
         settings,

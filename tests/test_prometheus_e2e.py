@@ -1,9 +1,11 @@
 """The dashboard and alert rules against a real Prometheus scraping a real dualvec process.
 
 The checks in test_dashboards.py prove that every name a panel or rule uses is exported; these
-prove that every expression, as Prometheus evaluates it over a live migration (dual writes,
-half the reads on sqlite-vec, every read shadowed, sqlite-vec outages repaired by the
-replayer), returns numbers, and that `dualvec serve` really serves /metrics.
+prove that every expression, as Prometheus evaluates it over a live migration of two collections
+at different stages (see migration_process.py: claims in dual with half the reads on sqlite-vec,
+faq in target-primary with every read there; both shadowed, both with secondary outages
+repaired by the replayer), returns numbers for each collection, and that `dualvec serve` really
+serves /metrics.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from pathlib import Path
 
 import pytest
 from conftest import require
-from test_dashboards import ALERTS, data_panels
+from migration_process import FLAGS, SECONDARY
+from test_dashboards import ALERTS, COLLECTION_VARIABLE, collection_variable, data_panels, grafana_regex
 
-ROUTER_PROCESS = Path(__file__).with_name("router_process.py")
+MIGRATION_PROCESS = Path(__file__).with_name("migration_process.py")
+COLLECTIONS = sorted(FLAGS)
 SCRAPES = 16  # one a second: enough for every [15s] window and for deriv()
 RATE_INTERVAL = "15s"  # what $__rate_interval stands for in the queries below
 TOP_LEVEL_LOGIC = re.compile(r"\b(?:and|or|unless)\b")
@@ -113,34 +117,60 @@ class Prometheus:
         assert answer["status"] == "success", (answer, self.log.read_text()[-3000:])
         return answer["data"]
 
-    def query(self, expr: str) -> list[float]:
-        """Every value an instant query returns now."""
+    def series(self, expr: str) -> list[tuple[dict[str, str], float]]:
+        """Every series an instant query returns now: its labels and value."""
         data = self.api("query", query=expr)
         assert data["resultType"] == "vector", data
-        return [float(sample["value"][1]) for sample in data["result"]]
+        return [(sample["metric"], float(sample["value"][1])) for sample in data["result"]]
+
+    def query(self, expr: str) -> list[float]:
+        """Every value an instant query returns now."""
+        return [value for _, value in self.series(expr)]
+
+    def by_collection(self, expr: str) -> dict[str, float]:
+        """The value of each collection's series (one each)."""
+        found: dict[str, float] = {}
+        for labels, value in self.series(expr):
+            assert labels["collection"] not in found, (expr, labels)
+            found[labels["collection"]] = value
+        return found
 
     def rules(self) -> dict[str, dict]:
         return {rule["name"]: rule for group in self.api("rules")["groups"] for rule in group["rules"]}
 
 
-def assert_returns_data(prometheus: Prometheus, expr: str) -> None:
-    values = prometheus.query(expr)
-    # NaN is what a ratio over no traffic gives: a panel shows it as no data.
-    assert any(math.isfinite(v) for v in values), f"{expr} returned {values}"
+def data_by_collection(prometheus: Prometheus, expr: str) -> dict[str | None, int]:
+    """How many finite values `expr` returns per collection label (None: series without one).
+    NaN is what a ratio over no traffic gives: a panel shows it as no data."""
+    found: dict[str | None, int] = {}
+    for labels, value in prometheus.series(expr):
+        if math.isfinite(value):
+            found[labels.get("collection")] = found.get(labels.get("collection"), 0) + 1
+    return found
+
+
+def substitute(expr: str, collections: list[str]) -> str:
+    """A dashboard query as Grafana sends it with `collections` picked in the variable."""
+    query = expr.replace("$__rate_interval", RATE_INTERVAL).replace(
+        COLLECTION_VARIABLE, grafana_regex(collections)
+    )
+    assert "$" not in query, f"a template variable this test does not know: {expr}"
+    return query
 
 
 @pytest.fixture(scope="module")
 def dualvec_process(tmp_path_factory):
     data = tmp_path_factory.mktemp("dualvec")
     proc = subprocess.Popen(
-        [sys.executable, str(ROUTER_PROCESS), "serve", str(data), "120"],
+        [sys.executable, str(MIGRATION_PROCESS), str(data), "120"],
         stdout=subprocess.PIPE,
         text=True,
+        cwd=data,
     )
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 60)
         url = proc.stdout.readline().strip() if ready else ""
-        assert url.startswith("http://127.0.0.1:"), f"the router process printed {url!r}"
+        assert url.startswith("http://127.0.0.1:"), f"the migration process printed {url!r}"
         yield url
     finally:
         stop(proc)
@@ -193,42 +223,77 @@ def prometheus(request, tmp_path_factory):
         stop(proc)
 
 
-def test_the_workload_moves_every_kind_of_metric(prometheus):
-    # Otherwise a rate() of 0 would make the checks below pass on a process doing nothing.
+def test_the_workload_moves_every_kind_of_metric_in_each_collection(prometheus):
+    # Otherwise a rate() of 0 would make the checks below pass on a collection doing nothing.
     for expr in (
-        'sum(increase(dualvec_reads_total{store="legacy"}[1m]))',
-        'sum(increase(dualvec_reads_total{store="target"}[1m]))',
-        "sum(increase(dualvec_shadow_comparisons_total[1m]))",
-        'sum(increase(dualvec_write_failures_total{store="target"}[1m]))',
-        "max_over_time(dualvec_outbox_depth[1m])",
-        "max_over_time(dualvec_outbox_oldest_age_seconds[1m])",
-        "sum(increase(dualvec_repairs_total[1m]))",
+        'sum by (collection) (increase(dualvec_reads_total{store="target"}[1m]))',
+        "sum by (collection) (increase(dualvec_shadow_comparisons_total[1m]))",
+        "max by (collection) (max_over_time(dualvec_outbox_depth[1m]))",
+        "max by (collection) (max_over_time(dualvec_outbox_oldest_age_seconds[1m]))",
+        "sum by (collection) (increase(dualvec_repairs_total[1m]))",
     ):
-        values = prometheus.query(expr)
-        assert values and values[0] > 0, (expr, values)
-    assert prometheus.query('dualvec_phase{phase="dual"}') == [1.0]
-    assert prometheus.query("dualvec_flag_read_percent") == [50.0]
-    assert prometheus.query("dualvec_flag_shadow_percent") == [100.0]
+        found = prometheus.by_collection(expr)
+        assert sorted(found) == COLLECTIONS and all(v > 0 for v in found.values()), (expr, found)
+    # Each collection's writes fail on its own secondary store, and only there.
+    failures = prometheus.series("sum by (collection, store) (increase(dualvec_write_failures_total[1m]))")
+    assert {(s["collection"], s["store"]) for s, v in failures if v > 0} == set(SECONDARY.items())
+    # Each collection's reads follow its own flags: faq reads every key from sqlite-vec.
+    legacy_reads = prometheus.by_collection(
+        'sum by (collection) (increase(dualvec_reads_total{store="legacy"}[1m]))'
+    )
+    assert legacy_reads["claims"] > 0 and legacy_reads["faq"] == 0, legacy_reads
+
+
+def test_each_collection_reports_its_own_flags(prometheus):
+    phases = {labels["collection"]: labels["phase"] for labels, _ in prometheus.series("dualvec_phase == 1")}
+    assert phases == {name: flags["phase"] for name, flags in FLAGS.items()}
+    for flag in ("read_percent", "shadow_percent"):
+        found = prometheus.by_collection(f"dualvec_flag_{flag}")
+        assert found == {name: flags[flag] for name, flags in FLAGS.items()}, flag
+
+
+def test_the_collection_variable_lists_every_collection(prometheus):
+    # label_values(metric, label) is what Grafana asks Prometheus's label values API.
+    metric, label = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", collection_variable()["query"]).groups()
+    assert prometheus.api(f"label/{label}/values", **{"match[]": metric}) == COLLECTIONS
+
+
+DASHBOARD_TARGETS = [(p["title"], t) for p in data_panels() for t in p["targets"]]
+
+
+@pytest.mark.parametrize("collection", COLLECTIONS)
+@pytest.mark.parametrize(
+    "target", [pytest.param(t, id=f"{title}/{t['refId']}") for title, t in DASHBOARD_TARGETS]
+)
+def test_every_dashboard_query_returns_data_for_each_collection(prometheus, target, collection):
+    found = data_by_collection(prometheus, substitute(target["expr"], [collection]))
+    # Picking a collection shows that collection's data, and only it; build info, per process,
+    # shows the processes serving it.
+    per_collection = "{{collection}}" in target["legendFormat"]
+    assert set(found) == ({collection} if per_collection else {None}), (collection, found)
 
 
 @pytest.mark.parametrize(
-    "expr",
-    [pytest.param(t["expr"], id=f"{p['title']}/{t['refId']}") for p in data_panels() for t in p["targets"]],
+    "target", [pytest.param(t, id=f"{title}/{t['refId']}") for title, t in DASHBOARD_TARGETS]
 )
-def test_every_dashboard_query_returns_data(prometheus, expr):
-    query = expr.replace("$__rate_interval", RATE_INTERVAL)
-    assert "$" not in query, f"a template variable this test does not know: {expr}"
-    assert_returns_data(prometheus, query)
+def test_with_all_collections_picked_each_line_names_its_collection(prometheus, target):
+    found = data_by_collection(prometheus, substitute(target["expr"], COLLECTIONS))
+    if "{{collection}}" in target["legendFormat"]:
+        assert sorted(found) == COLLECTIONS, found
+    else:  # lines of several collections under one legend would be indistinguishable
+        assert set(found) == {None}, found
 
 
 @pytest.mark.parametrize("alert", alert_names())
-def test_every_alert_rule_evaluates_and_what_it_compares_returns_data(prometheus, alert):
+def test_every_alert_rule_evaluates_and_what_it_compares_returns_data_per_collection(prometheus, alert):
     rule = prometheus.rules()[alert]
     assert (rule["health"], rule.get("lastError", "")) == ("ok", ""), rule
     sides = compared_series(rule["query"])
     assert sides, rule["query"]
     for side in sides:
-        assert_returns_data(prometheus, side)
+        found = data_by_collection(prometheus, side)
+        # Every series names its collection: an alert fires for the collection in trouble.
+        assert sorted(found) == COLLECTIONS, (side, found)
 
 
 def test_the_rules_prometheus_loaded_are_the_alert_file(prometheus):
@@ -253,8 +318,12 @@ def test_dualvec_serve_serves_metrics_and_stops_on_sigterm(tmp_path):
         exposition = http_get(url).decode()
     finally:
         code = stop(proc)
-    assert re.search(r"^dualvec_outbox_depth 0\.0$", exposition, re.MULTILINE), exposition
-    assert re.search(r'^dualvec_phase\{phase="legacy"\} 1\.0$', exposition, re.MULTILINE), exposition
+    assert re.search(r'^dualvec_outbox_depth\{collection="docs"\} 0\.0$', exposition, re.MULTILINE), (
+        exposition
+    )
+    assert re.search(r'^dualvec_phase\{collection="docs",phase="legacy"\} 1\.0$', exposition, re.MULTILINE), (
+        exposition
+    )
     assert code == 0
 
 

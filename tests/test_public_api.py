@@ -12,13 +12,17 @@ def test_public_surface():
         "CollectionSpec",
         "ConfigError",
         "DualvecError",
+        "DualvecMetrics",
         "ExtensionLoadError",
         "FieldSpec",
         "Filter",
         "Hit",
         "MemoryStore",
+        "Migration",
         "ModelMismatchError",
         "Record",
+        "Router",
+        "Settings",
         "StoreError",
         "StoreLockedError",
         "UnsupportedMetricError",
@@ -26,7 +30,9 @@ def test_public_surface():
         "VectorStore",
         "__version__",
         "configure_logging",
+        "load_settings",
         "open_store",
+        "routing_key",
     }
     for name in dualvec.__all__:
         assert hasattr(dualvec, name), name
@@ -45,3 +51,14 @@ def test_importing_dualvec_opens_no_backend():
     code = f"import sys, dualvec; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_specs_refuse_hostile_names_with_a_dualvec_error():
+    import pytest
+
+    with pytest.raises(dualvec.ConfigError, match="collection name 'x; DROP TABLE t' is not allowed"):
+        dualvec.CollectionSpec(name="x; DROP TABLE t", dim=3, model="m")
+    with pytest.raises(dualvec.ConfigError, match="field source"):
+        dualvec.FieldSpec(type="str", source="a b")
+    spec = dualvec.CollectionSpec(name="docs", dim=3, model="m", fields={"lang": "str"})
+    assert spec.fields["lang"] == dualvec.FieldSpec(type="str")

@@ -33,7 +33,7 @@ def make_router(tmp_path):
             replay_interval_seconds=3600,
             **settings,
         )
-        router = Router(legacy, target, config, start_replayer=False)
+        router = Router.over(legacy, target, config, start_replayer=False)
         routers.append(router)
         return router
 
@@ -238,7 +238,7 @@ def test_a_router_that_cannot_start_closes_what_it_was_given(tmp_path):
     target = open_store(f"sqlite-vec://{tmp_path}/target.db", sample_spec(dim=DIM * 2))
     config = Settings(flag_file=tmp_path / "flags.json", outbox_path=tmp_path / "outbox.db")
     with pytest.raises(ConfigError, match="differ"):
-        Router(legacy, target, config, start_replayer=False)
+        Router.over(legacy, target, config, start_replayer=False)
     for store in (legacy, target):
         with pytest.raises(StoreError):
             store.count()

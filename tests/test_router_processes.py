@@ -119,7 +119,7 @@ def test_rollback_reaches_four_serving_processes_within_a_second(tmp_path, monke
     target.upsert([marker])
     target.close()
     write_flag_file(tmp_path / "flags.json", Flags(phase=Phase.DUAL, read_percent=100))
-    readers = [spawn("reader", tmp_path, seconds=8) for _ in range(4)]
+    readers = [spawn("reader", tmp_path, seconds=60) for _ in range(4)]
     first = [proc.stdout.readline().split() for proc in readers]
     assert [served for _, served in first] == ["target"] * 4
     monkeypatch.setenv("DUALVEC_FLAG_FILE", str(tmp_path / "flags.json"))

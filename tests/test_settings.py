@@ -6,9 +6,10 @@ import threading
 import time
 
 import pytest
+from structlog.testing import capture_logs
 
 from dualvec.errors import ConfigError
-from dualvec.flags import FlagWatcher, read_flag_file, write_flag_file
+from dualvec.flags import FlagFile, FlagOverrides, FlagWatcher, read_flag_file, write_flag_file
 from dualvec.settings import Flags, Phase, load_settings
 
 TOML = """
@@ -93,8 +94,7 @@ def test_flag_file_round_trip_and_refusal(tmp_path):
     path = tmp_path / "flags.json"
     assert read_flag_file(path) is None
     write_flag_file(path, Flags(phase=Phase.DUAL, read_percent=25))
-    snapshot = read_flag_file(path)
-    assert snapshot.flags == Flags(phase=Phase.DUAL, read_percent=25)
+    assert read_flag_file(path).over(Flags()) == Flags(phase=Phase.DUAL, read_percent=25)
     path.write_text('{"phase": "dual", "read_percent": 2')
     with pytest.raises(ConfigError, match="invalid"):
         read_flag_file(path)
@@ -106,23 +106,25 @@ def test_flag_file_round_trip_and_refusal(tmp_path):
 def test_watcher_follows_the_file_within_a_second_and_keeps_last_good(tmp_path):
     path = tmp_path / "flags.json"
     changes = []
-    watcher = FlagWatcher(path, Flags(), poll_seconds=0.1, on_change=changes.append)
+    watcher = FlagWatcher(
+        path, {"docs": Flags()}, poll_seconds=0.1, on_change=lambda name, snapshot: changes.append(snapshot)
+    )
     try:
-        assert watcher.current.source == "settings"
+        assert watcher.current("docs").source == "settings"
         write_flag_file(path, Flags(phase=Phase.DUAL, read_percent=50))
         deadline = time.monotonic() + 1.0
-        while watcher.current.flags.read_percent != 50 and time.monotonic() < deadline:
+        while watcher.current("docs").flags.read_percent != 50 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert watcher.current.flags.read_percent == 50
+        assert watcher.current("docs").flags.read_percent == 50
         path.write_text("{ half written")
         time.sleep(0.4)
-        assert watcher.current.flags.read_percent == 50  # last good flags stay
+        assert watcher.current("docs").flags.read_percent == 50  # last good flags stay
         write_flag_file(path, Flags(phase=Phase.DUAL, read_percent=0))
         time.sleep(0.4)
-        assert watcher.current.flags.read_percent == 0
+        assert watcher.current("docs").flags.read_percent == 0
         path.unlink()
         time.sleep(0.4)
-        assert watcher.current.source == "settings"
+        assert watcher.current("docs").source == "settings"
         assert [c.flags.read_percent for c in changes] == [50, 0, 0]
     finally:
         watcher.close()
@@ -143,11 +145,11 @@ def test_concurrent_writers_never_leave_a_torn_file(tmp_path):
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
         try:
-            snapshot = read_flag_file(path)
+            content = read_flag_file(path)
         except ConfigError as exc:
             errors.append(exc)
         else:
-            assert snapshot is None or snapshot.flags.read_percent in (10, 90)
+            assert content is None or content.read_percent in (10, 90)
     stop.set()
     for t in threads:
         t.join()
@@ -162,7 +164,7 @@ def test_flag_file_is_readable_by_services_running_as_another_user(tmp_path):
 
 def test_watcher_retries_a_file_it_could_not_open(tmp_path, monkeypatch):
     path = tmp_path / "flags.json"
-    watcher = FlagWatcher(path, Flags(), poll_seconds=0.05)
+    watcher = FlagWatcher(path, {"docs": Flags()}, poll_seconds=0.05)
     real_read = read_flag_file
     failures = []
 
@@ -177,9 +179,52 @@ def test_watcher_retries_a_file_it_could_not_open(tmp_path, monkeypatch):
         monkeypatch.setattr("dualvec.flags.read_flag_file", unreadable_once)
         write_flag_file(path, Flags(phase=Phase.DUAL, read_percent=50))
         deadline = time.monotonic() + 2.0
-        while watcher.current.flags.read_percent != 50 and time.monotonic() < deadline:
+        while watcher.current("docs").flags.read_percent != 50 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert failures, "the first read should have failed"
-        assert watcher.current.flags.read_percent == 50
+        assert watcher.current("docs").flags.read_percent == 50
+    finally:
+        watcher.close()
+
+
+def test_each_collection_follows_its_override_then_the_defaults_then_settings(tmp_path):
+    path = tmp_path / "flags.json"
+    base = {"claims": Flags(shadow_percent=5), "docs": Flags(shadow_percent=5), "notes": Flags()}
+    write_flag_file(
+        path,
+        FlagFile(
+            phase=Phase.DUAL,
+            collections={
+                "claims": FlagOverrides(read_percent=50),
+                "notes": FlagOverrides(phase=Phase.LEGACY),
+                "gone": FlagOverrides(read_percent=100),
+            },
+        ),
+    )
+    with capture_logs() as logs:
+        watcher = FlagWatcher(path, base, poll_seconds=0.05)
+    try:
+        claims, docs, notes = (watcher.current(n) for n in ("claims", "docs", "notes"))
+        assert claims.flags == Flags(phase=Phase.DUAL, read_percent=50, shadow_percent=5)
+        assert docs.flags == Flags(phase=Phase.DUAL, read_percent=0, shadow_percent=5)
+        assert notes.flags == Flags(phase=Phase.LEGACY)
+        assert claims.sources == {
+            "phase": str(path),
+            "read_percent": f"{path} (collection claims)",
+            "shadow_percent": "settings",
+        }
+        assert {"event": "flag_overrides_ignored", "collections": ["gone"]}.items() <= logs[0].items()
+    finally:
+        watcher.close()
+
+
+def test_a_single_collection_flag_file_of_before_keeps_working(tmp_path):
+    path = tmp_path / "flags.json"
+    path.write_text(
+        json.dumps({"phase": "dual", "read_percent": 10, "shadow_percent": 100, "updated_at": 1.0})
+    )
+    watcher = FlagWatcher(path, {"docs": Flags()}, poll_seconds=0.05)
+    try:
+        assert watcher.current("docs").flags == Flags(phase=Phase.DUAL, read_percent=10, shadow_percent=100)
     finally:
         watcher.close()

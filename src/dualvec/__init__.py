@@ -17,9 +17,13 @@ from dualvec.errors import (
 )
 from dualvec.filters import Filter
 from dualvec.logs import configure_logging
+from dualvec.metrics import DualvecMetrics
+from dualvec.migration import Migration
 from dualvec.protocol import VectorStore
 from dualvec.records import Hit, Record
 from dualvec.registry import open_store
+from dualvec.router import Router, routing_key
+from dualvec.settings import Settings, load_settings
 from dualvec.spec import CollectionSpec, FieldSpec
 from dualvec.stores.memory import MemoryStore
 from dualvec.validation import MAX_K
@@ -35,13 +39,17 @@ __all__ = [
     "CollectionSpec",
     "ConfigError",
     "DualvecError",
+    "DualvecMetrics",
     "ExtensionLoadError",
     "FieldSpec",
     "Filter",
     "Hit",
     "MemoryStore",
+    "Migration",
     "ModelMismatchError",
     "Record",
+    "Router",
+    "Settings",
     "StoreError",
     "StoreLockedError",
     "UnsupportedMetricError",
@@ -49,5 +57,7 @@ __all__ = [
     "VectorStore",
     "__version__",
     "configure_logging",
+    "load_settings",
     "open_store",
+    "routing_key",
 ]

@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 
 from dualvec.backfill import backfill
-from dualvec.flags import write_flag_file
 from dualvec.metrics import DualvecMetrics
 from dualvec.metrics_server import start_metrics_server
 from dualvec.outbox import Role
+from dualvec.phases import change_flags, record_verify, rollback_flags
 from dualvec.records import Record
 from dualvec.registry import open_store
 from dualvec.router import Router
-from dualvec.settings import Flags, Phase, Settings, ShadowSettings
+from dualvec.settings import CollectionConfig, Flags, Phase, Settings, ShadowSettings
 from dualvec.spec import CollectionSpec
 from dualvec.testing.data import SAMPLE_FIELDS
 from dualvec.testing.faults import sqlite_locked
@@ -96,11 +96,12 @@ def _generate(spec: CollectionSpec, n: int, seed: int) -> list[list[Record]]:
 class _Counters:
     """Reads the router's own Prometheus samples, so the report shows what the dashboard shows."""
 
-    def __init__(self, metrics: DualvecMetrics) -> None:
+    def __init__(self, metrics: DualvecMetrics, collection: str) -> None:
         self._registry = metrics.registry
+        self._collection = collection
 
     def value(self, name: str, **labels: str) -> float:
-        return self._registry.get_sample_value(name, labels) or 0.0
+        return self._registry.get_sample_value(name, {"collection": self._collection, **labels}) or 0.0
 
     def snapshot(self) -> dict[str, float]:
         return {
@@ -138,6 +139,12 @@ class Demo:
         )
         self.settings = Settings(
             phase=Phase.LEGACY,
+            collection="docs",
+            collections={
+                "docs": CollectionConfig(
+                    dim=dim, metric="cosine", model="demo-embedder", fields=dict(SAMPLE_FIELDS)
+                )
+            },
             legacy_url=f"lancedb://{workdir}/legacy",
             target_url=f"sqlite-vec://{workdir}/target.db?busy_timeout=0.05",
             flag_file=workdir / "flags.json",
@@ -147,7 +154,7 @@ class Demo:
             shadow=ShadowSettings(mismatch_log=workdir / "mismatches.jsonl"),
         )
         self.metrics = DualvecMetrics()
-        self.counters = _Counters(self.metrics)
+        self.counters = _Counters(self.metrics, self.spec.name)
         self.port = port
 
     def build_legacy(self) -> float:
@@ -161,8 +168,15 @@ class Demo:
         return time.perf_counter() - start
 
     def set_flags(self, router: Router, **changes: Any) -> None:
-        flags = router.flags.flags.model_copy(update=changes)
-        write_flag_file(self.settings.flag_file, Flags.model_validate(flags.model_dump()))
+        """Change flags through the phase rules, as an operator would, and wait for the router."""
+        flags = change_flags(self.settings, changes, collection=self.spec.name)[self.spec.name].flags
+        self._await(router, flags)
+
+    def rollback(self, router: Router) -> None:
+        self._await(router, rollback_flags(self.settings, self.spec.name)[self.spec.name].flags)
+
+    @staticmethod
+    def _await(router: Router, flags: Flags) -> None:
         deadline = time.monotonic() + 2.0
         while router.flags.flags != flags and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -171,9 +185,7 @@ class Demo:
         began = time.perf_counter()
         self.say(f"building legacy LanceDB collection: {self.records} x {self.spec.dim}")
         build = self.build_legacy()
-        legacy = open_store(self.settings.legacy_url, self.spec)
-        target = open_store(self.settings.target_url, self.spec)
-        router = Router(legacy, target, self.settings, metrics=self.metrics)
+        router = Router.from_settings(self.settings, metrics=self.metrics)
         server = start_metrics_server(self.metrics, port=self.port)
         self.say(f"metrics: {server.url}")
         report = DemoReport(self.records, self.spec.dim, server.url, build)
@@ -249,6 +261,7 @@ class Demo:
                     repair=True,
                 )
                 report.verifies[label] = result.as_dict()
+                record_verify(self.settings, self.spec.name, result)
                 return result.summary()
 
             return body
@@ -268,7 +281,7 @@ class Demo:
             return f"outbox peaked at >= {depth} ids; drained in {drained:.1f} s"
 
         self._phase(workload, report, "sqlite-vec outage", outage)
-        self.set_flags(router, read_percent=0.0)
+        self.rollback(router)
         self._phase(workload, report, "rollback")
         self.set_flags(router, read_percent=100.0)
         self._phase(workload, report, "re-ramp 100%")

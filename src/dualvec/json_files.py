@@ -3,39 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from dualvec.errors import ConfigError
+from dualvec.files import write_atomic
 
 __all__ = ["read_json_state", "write_json_atomic"]
 
 
 def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    """Replace `path` atomically and durably with `payload` as JSON: a reader (or a process
-    killed mid-write and started again) sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        # mkstemp makes the file private; services running as another user must read it.
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Replace `path` atomically and durably with `payload` as JSON (see `files.write_atomic`)."""
+    write_atomic(path, (json.dumps(payload, indent=2) + "\n").encode())
 
 
 def read_json_state(path: Path) -> dict[str, Any] | None:

@@ -1,23 +1,47 @@
 """Logging setup for applications and the CLI; the library itself never configures logging.
 
-dualvec's modules only call ``structlog.get_logger``: what happens to their events is the
-application's choice. An application that has no setup of its own calls `configure_logging`
-once at start-up. Context bound with ``structlog.contextvars.bind_contextvars`` (a collection,
-a request id) is merged into every event, including those the shadow workers emit for that
-request.
+dualvec's modules log through `get_logger`, which stays silent until the application
+configures structlog (``structlog.configure``, or `configure_logging` here): structlog's own
+default would print every event on stdout, into the output of a CLI app or a pipe. What happens
+to the events after that is the application's choice. Context bound with
+``structlog.contextvars.bind_contextvars`` (a collection, a request id) is merged into every
+event, including those the shadow workers emit for that request.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import structlog
 from structlog.typing import Processor
 
 from dualvec.errors import ConfigError
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "get_logger"]
+
+
+def _drop(*args: Any, **kwargs: Any) -> None:
+    """Where an event goes while the application has not configured logging."""
+
+
+class _QuietLogger:
+    """A structlog logger by name that drops every event until structlog is configured, and is
+    looked up anew at each call, so configuring logging after import takes effect at once."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, method: str) -> Any:
+        if not structlog.is_configured():
+            return _drop
+        return getattr(structlog.get_logger(self._name), method)
+
+
+def get_logger(name: str) -> Any:
+    """The logger dualvec's modules use: silent unless the application configured logging."""
+    return _QuietLogger(name)
 
 
 def _level_number(level: str | int) -> int:

@@ -21,9 +21,11 @@ What is each process configured to do?         ``dualvec_flag_read_percent``,
 Which versions are running?                    ``dualvec_build_info{version,python,sqlite_vec}``
 =============================================  ====================================================
 
-Labels come only from the small fixed sets below (never ids, tenants or query text), and every
-labelled child is created at zero up front: a series that exists before its first event lets
-``rate()`` and ``increase()`` see that first event, and dashboards show 0 rather than "no data".
+Every metric carries a ``collection`` label: the declared collection names, a small set the
+operator chose (never ids, tenants or query text). The other labels come only from the small
+fixed sets below, and every labelled child is created at zero when a collection is added: a
+series that exists before its first event lets ``rate()`` and ``increase()`` see that first
+event, and dashboards show 0 rather than "no data". ``dualvec_build_info`` alone is per process.
 
 Multiprocess mode (gunicorn and the like): prometheus_client decides at import time, so
 ``PROMETHEUS_MULTIPROC_DIR`` must be set before anything imports it; `DualvecMetrics` refuses to
@@ -61,6 +63,7 @@ __all__ = [
     "ROLES",
     "STORES",
     "WRITE_OPS",
+    "CollectionMetrics",
     "DropReason",
     "DualvecMetrics",
     "Op",
@@ -134,10 +137,10 @@ def _child(children: dict[K, V], key: K) -> V:
 
 
 class DualvecMetrics:
-    """Every dualvec metric, registered in `registry` (a fresh `CollectorRegistry` when None).
-
-    Build one per process and pass it to the router; tests build their own and read samples
-    back with ``registry.get_sample_value``.
+    """Every dualvec metric family, registered in `registry` (a fresh `CollectorRegistry` when
+    None). Build one per process and share it among its collections; each router records
+    through its `collection(name)` view. Tests build their own and read samples back with
+    ``registry.get_sample_value``.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -148,104 +151,99 @@ class DualvecMetrics:
             )
         self.registry = registry if registry is not None else CollectorRegistry()
         reg = self.registry
-
-        duration = Histogram(
+        self._collections: dict[str, CollectionMetrics] = {}
+        self.duration = Histogram(
             "dualvec_operation_duration_seconds",
             "Time one store operation took, by store, operation and the role the store played.",
-            ["store", "op", "role"],
+            ["collection", "store", "op", "role"],
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
-        self._duration = {
-            (s, o, r): duration.labels(store=s, op=o, role=r) for s in STORES for o in OPS for r in ROLES
-        }
-        reads = Counter(
+        self.reads = Counter(
             "dualvec_reads",
             "Reads answered to the caller, by the store that served them.",
-            ["store"],
+            ["collection", "store"],
             registry=reg,
         )
-        self._reads = {s: reads.labels(store=s) for s in STORES}
-        comparisons = Counter(
+        self.comparisons = Counter(
             "dualvec_shadow_comparisons",
             "Shadow reads compared with the served answer, by outcome.",
-            ["outcome"],
+            ["collection", "outcome"],
             registry=reg,
         )
-        self._match = comparisons.labels(outcome="match")
-        self._mismatch = comparisons.labels(outcome="mismatch")
-        self._recall = Histogram(
+        self.recall = Histogram(
             "dualvec_shadow_recall",
             "Recall@k of the target's top-k against legacy's, one observation per comparison.",
+            ["collection"],
             buckets=RECALL_BUCKETS,
             registry=reg,
         )
-        self._distance_delta = Histogram(
+        self.distance_delta = Histogram(
             "dualvec_shadow_distance_delta",
             "Largest absolute distance difference over the ids both answers share, per comparison.",
+            ["collection"],
             buckets=DISTANCE_DELTA_BUCKETS,
             registry=reg,
         )
-        dropped = Counter(
+        self.dropped = Counter(
             "dualvec_shadow_dropped",
             "Shadow reads not compared: pool saturated, candidate too slow, or candidate raised.",
-            ["reason"],
+            ["collection", "reason"],
             registry=reg,
         )
-        self._dropped = {r: dropped.labels(reason=r) for r in DROP_REASONS}
-        self._compare_errors = Counter(
+        self.compare_errors = Counter(
             "dualvec_compare_errors",
             "Failures inside shadow comparison or publishing (bugs in dualvec, not in a store).",
+            ["collection"],
             registry=reg,
         )
-        write_failures = Counter(
+        self.write_failures = Counter(
             "dualvec_write_failures",
             "Writes a store refused, by store and operation.",
-            ["store", "op"],
+            ["collection", "store", "op"],
             registry=reg,
         )
-        self._write_failures = {
-            (s, o): write_failures.labels(store=s, op=o) for s in STORES for o in WRITE_OPS
-        }
-        self._outbox_depth = Gauge(
+        self.outbox_depth = Gauge(
             "dualvec_outbox_depth",
             "Ids whose write has not yet reached both stores.",
+            ["collection"],
             registry=reg,
             multiprocess_mode="livemostrecent",
         )
-        self._outbox_age = Gauge(
+        self.outbox_age = Gauge(
             "dualvec_outbox_oldest_age_seconds",
             "Age of the oldest pending outbox intent; 0 when the outbox is empty.",
+            ["collection"],
             registry=reg,
             multiprocess_mode="livemostrecent",
         )
-        repairs = Counter(
+        self.repairs = Counter(
             "dualvec_repairs",
             "Ids the replayer copied from the primary to the secondary, by kind.",
-            ["kind"],
+            ["collection", "kind"],
             registry=reg,
         )
-        self._repairs = {k: repairs.labels(kind=k) for k in WRITE_OPS}
-        self._read_percent = Gauge(
+        self.read_percent = Gauge(
             "dualvec_flag_read_percent",
             "Percent of routing keys read from the target (0-100).",
+            ["collection"],
             registry=reg,
             multiprocess_mode="livemax",
         )
-        self._shadow_percent = Gauge(
+        self.shadow_percent = Gauge(
             "dualvec_flag_shadow_percent",
             "Percent of reads also run on the other store and compared (0-100).",
+            ["collection"],
             registry=reg,
             multiprocess_mode="livemax",
         )
-        phase = Gauge(
+        self.phase = Gauge(
             "dualvec_phase",
             "1 for the migration phase in force, 0 for the others.",
-            ["phase"],
+            ["collection", "phase"],
             registry=reg,
             multiprocess_mode="livemax",
         )
-        self._phase = {p: phase.labels(phase=p) for p in PHASES}
         build_info = Gauge(
             "dualvec_build_info",
             "Always 1; the labels name the running versions.",
@@ -258,6 +256,50 @@ class DualvecMetrics:
             python=platform.python_version(),
             sqlite_vec=_package_version("sqlite-vec"),
         ).set(1)
+
+    def collection(self, name: str) -> CollectionMetrics:
+        """The metrics of collection `name`, its series created at zero on first use."""
+        view = self._collections.get(name)
+        if view is None:
+            view = self._collections.setdefault(name, CollectionMetrics(self, name))
+        return view
+
+    def render(self) -> bytes:
+        """The text a /metrics endpoint returns: in multiprocess mode the sum over every
+        process's files, otherwise this registry (content type:
+        ``prometheus_client.CONTENT_TYPE_LATEST``)."""
+        registry = multiprocess_registry() if _multiprocess_dir() is not None else self.registry
+        return generate_latest(registry)
+
+
+class CollectionMetrics:
+    """What one collection records, every child labelled with its name and made up front."""
+
+    def __init__(self, families: DualvecMetrics, name: str) -> None:
+        self.name = name
+        f = families
+        self._duration = {
+            (s, o, r): f.duration.labels(collection=name, store=s, op=o, role=r)
+            for s in STORES
+            for o in OPS
+            for r in ROLES
+        }
+        self._reads = {s: f.reads.labels(collection=name, store=s) for s in STORES}
+        self._match = f.comparisons.labels(collection=name, outcome="match")
+        self._mismatch = f.comparisons.labels(collection=name, outcome="mismatch")
+        self._recall = f.recall.labels(collection=name)
+        self._distance_delta = f.distance_delta.labels(collection=name)
+        self._dropped = {r: f.dropped.labels(collection=name, reason=r) for r in DROP_REASONS}
+        self._compare_errors = f.compare_errors.labels(collection=name)
+        self._write_failures = {
+            (s, o): f.write_failures.labels(collection=name, store=s, op=o) for s in STORES for o in WRITE_OPS
+        }
+        self._outbox_depth = f.outbox_depth.labels(collection=name)
+        self._outbox_age = f.outbox_age.labels(collection=name)
+        self._repairs = {k: f.repairs.labels(collection=name, kind=k) for k in WRITE_OPS}
+        self._read_percent = f.read_percent.labels(collection=name)
+        self._shadow_percent = f.shadow_percent.labels(collection=name)
+        self._phase = {p: f.phase.labels(collection=name, phase=p) for p in PHASES}
 
     # latency
 
@@ -323,12 +365,3 @@ class DualvecMetrics:
             gauge.set(1 if gauge is current else 0)
         self._read_percent.set(read_percent)
         self._shadow_percent.set(shadow_percent)
-
-    # exposition
-
-    def render(self) -> bytes:
-        """The text a /metrics endpoint returns: in multiprocess mode the sum over every
-        process's files, otherwise this registry (content type:
-        ``prometheus_client.CONTENT_TYPE_LATEST``)."""
-        registry = multiprocess_registry() if _multiprocess_dir() is not None else self.registry
-        return generate_latest(registry)

@@ -20,25 +20,23 @@ does not parse, which can only be one being written at that instant. POSIX only,
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from dualvec.errors import ConfigError
+from dualvec.files import exclusive_lock, write_atomic
+from dualvec.logs import get_logger
 from dualvec.records import Hit
 
 __all__ = ["MismatchLog", "MismatchSample", "utc_now"]
 
-log = structlog.get_logger("dualvec.mismatch_log")
+log = get_logger("dualvec.mismatch_log")
 
 
 def utc_now() -> str:
@@ -159,14 +157,8 @@ class MismatchLog:
                 continue  # a line being appended right now
         return samples
 
-    @contextmanager
-    def _locked(self) -> Iterator[int]:
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield fd
-        finally:
-            os.close(fd)  # closing releases the flock
+    def _locked(self) -> AbstractContextManager[int]:
+        return exclusive_lock(self._lock_path)
 
     @staticmethod
     def _read_count(lock_fd: int) -> int | None:
@@ -182,13 +174,5 @@ class MismatchLog:
     def _trim(self) -> int:
         """Keep the last `max_samples` lines; returns how many remain."""
         keep = self.path.read_bytes().splitlines(keepends=True)[-self.max_samples :]
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.writelines(keep)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path, b"".join(keep))
         return len(keep)

@@ -5,26 +5,27 @@ written. It is committed before the primary is touched and cleared only after th
 has the same record, so a crash or an outage at any point leaves ids to repair, never a silent
 difference. One small SQLite file; one transaction per batch.
 
-Writers and replayers in every process serialise on `write_lock()`, an exclusive `flock` on a
-file beside the outbox (released by the kernel when a process dies), so a replay that re-reads
-the primary can never overwrite a newer write with an older one.
+Writers and replayers of a collection, in every process, serialise on `write_lock()`, an
+exclusive `flock` on a file beside the outbox for that collection (released by the kernel when
+a process dies), so a replay that re-reads the primary can never overwrite a newer write with
+an older one, while writes to other collections go on. Every collection of a process shares one
+connection to the file (`for_collection`).
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
+import copy
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from dualvec.closing import Closing
-from dualvec.sqlite_driver import connect
-from dualvec.stores.sqlite_common import write_transaction
+from dualvec.files import exclusive_lock
+from dualvec.sqlite_driver import connect, write_transaction
 
 __all__ = ["Intent", "Outbox", "OutboxStats", "other_role"]
 
@@ -56,14 +57,11 @@ class Outbox(Closing):
 
     def __init__(self, path: str | Path, collection: str) -> None:
         self.path = Path(path)
-        self.collection = collection
         self._conn = connect(self.path, vec=False)
         self._conn.execute("PRAGMA synchronous = FULL")
         self._lock = threading.Lock()
-        self._thread_lock = threading.RLock()
-        self._lock_path = self.path.with_name(self.path.name + ".lock")
-        self._lock_fd: int | None = None
-        self._lock_depth = 0
+        self._owner = True
+        self._bind(collection)
         with write_transaction(self._conn):
             self._conn.execute(
                 """CREATE TABLE IF NOT EXISTS intents (
@@ -84,23 +82,30 @@ class Outbox(Closing):
                 "CREATE INDEX IF NOT EXISTS intents_by_attempts ON intents (collection, attempts, created_at)"
             )
 
+    def _bind(self, collection: str) -> None:
+        self.collection = collection
+        self._thread_lock = threading.RLock()
+        self._lock_path = self.path.with_name(f"{self.path.name}.{collection}.lock")
+        self._lock_depth = 0
+
+    def for_collection(self, collection: str) -> Outbox:
+        """The intents of `collection`, on this outbox's connection (which this one closes)."""
+        handle = copy.copy(self)
+        handle._owner = False
+        handle._bind(collection)
+        return handle
+
     @contextmanager
     def write_lock(self) -> Iterator[None]:
         """Exclusive across threads and processes; re-entrant within a thread."""
-        with self._thread_lock:
+        with self._thread_lock, ExitStack() as held:
             if self._lock_depth == 0:
-                fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                self._lock_fd = fd
+                held.enter_context(exclusive_lock(self._lock_path))
             self._lock_depth += 1
             try:
                 yield
             finally:
                 self._lock_depth -= 1
-                if self._lock_depth == 0 and self._lock_fd is not None:
-                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                    os.close(self._lock_fd)
-                    self._lock_fd = None
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -159,5 +164,6 @@ class Outbox(Closing):
         return OutboxStats(int(depth), age)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        if self._owner:
+            with self._lock:
+                self._conn.close()

@@ -11,15 +11,14 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-import structlog
-
 from dualvec.errors import ValidationError
+from dualvec.logs import get_logger
 from dualvec.outbox import Intent, Outbox, Role, other_role
 from dualvec.protocol import VectorStore
 
-__all__ = ["ReplayResult", "replay_once"]
+__all__ = ["ReplayResult", "replay_once", "replay_until_drained"]
 
-log = structlog.get_logger("dualvec.replay")
+log = get_logger("dualvec.replay")
 
 
 @dataclass(frozen=True)
@@ -79,3 +78,14 @@ def replay_once(outbox: Outbox, stores: dict[Role, VectorStore], limit: int) -> 
                     outbox.failed(single, repr(exc))
                     result += ReplayResult(failed=1)
     return result
+
+
+def replay_until_drained(outbox: Outbox, stores: dict[Role, VectorStore], batch_size: int) -> ReplayResult:
+    """Replay until a pass under the lock finds nothing to do, or something fails (it stays in
+    the outbox for the next attempt, and the caller reports it)."""
+    total = ReplayResult()
+    while True:
+        result = replay_once(outbox, stores, batch_size)
+        total += result
+        if result == ReplayResult() or result.failed:
+            return total

@@ -12,7 +12,6 @@ router within a second.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,19 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 
-import structlog
-
 from dualvec.closing import Closing
-from dualvec.compare import CompareThresholds
 from dualvec.errors import ConfigError
 from dualvec.filters import Filter, parse_filter
 from dualvec.flags import FlagSnapshot, FlagWatcher
-from dualvec.metrics import DualvecMetrics
-from dualvec.mismatch_log import MismatchLog
+from dualvec.logs import get_logger
+from dualvec.metrics import CollectionMetrics, DualvecMetrics
 from dualvec.outbox import Op, Outbox, Role, other_role
+from dualvec.phases import write_roles
 from dualvec.protocol import VectorStore
 from dualvec.records import Hit, Record
-from dualvec.registry import open_store
 from dualvec.replay import ReplayResult, replay_once
 from dualvec.routing import in_percent, key_fingerprint
 from dualvec.settings import Flags, Phase, Settings
@@ -40,9 +36,9 @@ from dualvec.shadow import ShadowRunner
 from dualvec.spec import CollectionSpec
 from dualvec.validation import check_ids, check_k, check_model, check_query_vector, check_records
 
-__all__ = ["Router", "routing_key", "write_roles"]
+__all__ = ["Router", "routing_key"]
 
-log = structlog.get_logger("dualvec.router")
+log = get_logger("dualvec.router")
 
 _routing_key: ContextVar[str | None] = ContextVar("dualvec_routing_key", default=None)
 
@@ -55,17 +51,6 @@ def routing_key(key: str | None) -> Iterator[None]:
         yield
     finally:
         _routing_key.reset(token)
-
-
-def write_roles(phase: Phase) -> tuple[Role, Role | None]:
-    """(primary, secondary) for a phase; secondary None when only one store is written."""
-    roles: dict[Phase, tuple[Role, Role | None]] = {
-        Phase.LEGACY: ("legacy", None),
-        Phase.DUAL: ("legacy", "target"),
-        Phase.TARGET_PRIMARY: ("target", "legacy"),
-        Phase.TARGET: ("target", None),
-    }
-    return roles[phase]
 
 
 def _check_compatible(legacy: CollectionSpec, target: CollectionSpec) -> None:
@@ -83,7 +68,10 @@ def _check_compatible(legacy: CollectionSpec, target: CollectionSpec) -> None:
 class Router(Closing):
     """A `VectorStore` that migrates reads and writes between two stores by flag.
 
-    The router owns the stores it is given and closes them with itself.
+    A router is given its collaborators (outbox, flags, shadow pool, metrics, secondary writer)
+    by the `Migration` it belongs to, which several routers share; it owns only its two stores.
+    `Router.from_settings` and `Router.over` build a one-collection migration that the router
+    closes with itself.
     """
 
     def __init__(
@@ -92,64 +80,56 @@ class Router(Closing):
         target: VectorStore,
         settings: Settings,
         *,
+        outbox: Outbox,
+        flags: FlagWatcher,
+        shadow: ShadowRunner,
+        metrics: CollectionMetrics,
+        secondary_writer: ThreadPoolExecutor,
+    ) -> None:
+        _check_compatible(legacy.spec, target.spec)
+        self.spec = target.spec
+        self.stores: dict[Role, VectorStore] = {"legacy": legacy, "target": target}
+        self.settings = settings
+        self.outbox = outbox
+        self.shadow = shadow
+        self.metrics = metrics
+        self._flags = flags
+        self._secondary_writer = secondary_writer
+        self._read_salt = f"read:{self.spec.name}"
+        # Set when this router was opened alone: closing it closes that migration.
+        self._owner: Closing | None = None
+
+    @classmethod
+    def over(
+        cls,
+        legacy: VectorStore,
+        target: VectorStore,
+        settings: Settings,
+        *,
         metrics: DualvecMetrics | None = None,
         start_replayer: bool = True,
-    ) -> None:
-        # Whatever is opened is closed again, newest first, on close or on a failed start.
-        with ExitStack() as opened:
-            opened.callback(legacy.close)
-            opened.callback(target.close)
-            _check_compatible(legacy.spec, target.spec)
-            self.spec = target.spec
-            self.stores: dict[Role, VectorStore] = {"legacy": legacy, "target": target}
-            self.settings = settings
-            self.metrics = metrics or DualvecMetrics()
-            self.outbox = opened.enter_context(Outbox(settings.outbox_path, self.spec.name))
-            shadow = settings.shadow
-            self.shadow = opened.enter_context(
-                ShadowRunner(
-                    metrics=self.metrics,
-                    workers=shadow.workers,
-                    max_pending=shadow.max_pending,
-                    timeout_seconds=shadow.timeout_seconds,
-                    niceness=shadow.niceness,
-                    thresholds=CompareThresholds(
-                        min_recall=shadow.min_recall, max_distance_delta=shadow.max_distance_delta
-                    ),
-                    mismatch_log=MismatchLog(shadow.mismatch_log),
-                )
-            )
-            self._secondary_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dualvec-secondary")
-            opened.callback(self._secondary_writer.shutdown)
-            self._read_salt = f"read:{self.spec.name}"
-            self._flags = FlagWatcher(
-                settings.flag_file,
-                settings.flags,
-                poll_seconds=settings.flag_poll_seconds,
-                on_change=self._publish_flags,
-            )
-            opened.callback(self._flags.close)
-            self._publish_flags(self._flags.current)
-            self._opened = opened.pop_all()
-        self._stop = threading.Event()
-        self._replayer: threading.Thread | None = None
-        if start_replayer:
-            self._replayer = threading.Thread(target=self._replay_loop, name="dualvec-replay", daemon=True)
-            self._replayer.start()
+    ) -> Router:
+        """Route between two open stores, with a migration of their own (closed with the router)."""
+        from dualvec.migration import Migration
+
+        migration = Migration(
+            {target.spec.name: (legacy, target)}, settings, metrics=metrics, start_replayer=start_replayer
+        )
+        router = migration[target.spec.name]
+        router._owner = migration
+        return router
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: object) -> Router:
-        """Open both stores named in `settings` and route between them."""
-        if not settings.legacy_url or not settings.target_url:
-            raise ConfigError("set legacy_url and target_url (DUALVEC_LEGACY_URL, DUALVEC_TARGET_URL)")
-        legacy_spec, target_spec = settings.specs()
-        legacy = open_store(settings.legacy_url, legacy_spec)
-        try:
-            target = open_store(settings.target_url, target_spec)
-        except BaseException:
-            legacy.close()
-            raise
-        return cls(legacy, target, settings, **kwargs)  # type: ignore[arg-type]
+        """Open both stores of the settings' collection (`collection`, or the only one declared)
+        and route between them."""
+        from dualvec.migration import Migration
+
+        name = settings.default_collection()
+        migration = Migration.from_settings(settings, collections=[name], **kwargs)
+        router = migration[name]
+        router._owner = migration
+        return router
 
     @property
     def exact(self) -> bool:
@@ -160,11 +140,8 @@ class Router(Closing):
 
     @property
     def flags(self) -> FlagSnapshot:
-        return self._flags.current
-
-    def _publish_flags(self, snapshot: FlagSnapshot) -> None:
-        flags = snapshot.flags
-        self.metrics.set_flags(flags.phase.value, flags.read_percent, flags.shadow_percent)
+        """The flags this collection follows now."""
+        return self._flags.current(self.spec.name)
 
     def reads_target(self, flags: Flags, key: str | None) -> bool:
         if flags.phase is Phase.LEGACY:
@@ -189,7 +166,7 @@ class Router(Closing):
         query = check_query_vector(self.spec, vector)
         limit = check_k(k)
         parse_filter(self.spec, filter)
-        flags = self._flags.current.flags
+        flags = self.flags.flags
         key = routing_key if routing_key is not None else _routing_key.get()
         served: Role = "target" if self.reads_target(flags, key) else "legacy"
         store = self.stores[served]
@@ -205,6 +182,7 @@ class Router(Closing):
             other = other_role(served)
             other_store = self.stores[other]
             self.shadow.submit(
+                metrics=self.metrics,
                 served_store=served,
                 served_hits=hits,
                 other_store=other,
@@ -219,17 +197,17 @@ class Router(Closing):
     def get(self, ids: Sequence[str], *, routing_key: str | None = None) -> list[Record]:
         clean = check_ids(self.spec, ids)
         key = routing_key if routing_key is not None else _routing_key.get()
-        served: Role = "target" if self.reads_target(self._flags.current.flags, key) else "legacy"
+        served: Role = "target" if self.reads_target(self.flags.flags, key) else "legacy"
         with self.metrics.time(served, "get", "primary"):
             return self.stores[served].get(clean)
 
     def count(self) -> int:
-        primary, _ = write_roles(self._flags.current.flags.phase)
+        primary, _ = write_roles(self.flags.flags.phase)
         with self.metrics.time(primary, "count", "primary"):
             return self.stores[primary].count()
 
     def scan(self, batch_size: int = 1000) -> Iterator[list[Record]]:
-        primary, _ = write_roles(self._flags.current.flags.phase)
+        primary, _ = write_roles(self.flags.flags.phase)
         return self.stores[primary].scan(batch_size)
 
     # writes
@@ -247,7 +225,7 @@ class Router(Closing):
             self._write("delete", clean, lambda store: store.delete(clean))
 
     def _write(self, op: Op, ids: list[str], apply: Callable[[VectorStore], None]) -> None:
-        primary, secondary = write_roles(self._flags.current.flags.phase)
+        primary, secondary = write_roles(self.flags.flags.phase)
         if secondary is None:
             self._apply_primary(primary, op, apply)
             return
@@ -299,28 +277,24 @@ class Router(Closing):
             self.metrics.repaired("upsert", result.upserted)
         if result.deleted:
             self.metrics.repaired("delete", result.deleted)
-        self._publish_outbox()
+        self.publish_outbox()
         return result
 
-    def _publish_outbox(self) -> None:
+    def publish_outbox(self) -> int:
+        """Publish the outbox's depth and oldest age; return the depth."""
         stats = self.outbox.stats()
         self.metrics.set_outbox(stats.depth, stats.oldest_age_seconds)
-
-    def _replay_loop(self) -> None:
-        while not self._stop.wait(self.settings.replay_interval_seconds):
-            try:
-                # Published before repairing too: a repair that takes a while must not hide the
-                # backlog it is working through from the dashboard.
-                self._publish_outbox()
-                if self.outbox.stats().depth:
-                    self.replay()
-            except Exception as exc:  # the replayer must outlive any one failure
-                log.error("replayer_failed", error=repr(exc))
+        return stats.depth
 
     # lifecycle
 
+    def close_stores(self) -> None:
+        """Close both stores (the migration does, once nothing shared uses them any more)."""
+        with ExitStack() as closing:
+            closing.callback(self.stores["legacy"].close)
+            closing.callback(self.stores["target"].close)
+
     def close(self) -> None:
-        self._stop.set()
-        if self._replayer is not None:
-            self._replayer.join(timeout=30)
-        self._opened.close()
+        """A router opened alone closes its migration; one of a `Migration` closes with it."""
+        if self._owner is not None:
+            self._owner.close()

@@ -19,6 +19,7 @@ import os
 from enum import Enum
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
@@ -29,7 +30,7 @@ from pydantic_settings import (
 )
 
 from dualvec.errors import ConfigError
-from dualvec.spec import CollectionSpec, FieldSpec
+from dualvec.spec import CollectionSpec, FieldSpec, describe
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -93,6 +94,10 @@ class CollectionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Where this collection's stores are, when not the top-level legacy_url / target_url.
+    legacy_url: str | None = None
+    target_url: str | None = None
+
     dim: int
     metric: str = "cosine"
     model: str
@@ -136,6 +141,23 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _one_table_per_collection(self) -> Settings:
+        """Two collections writing one table would overwrite each other's records."""
+        owners: dict[tuple[str, str, str], str] = {}
+        for name, config in self.collections.items():
+            for url in (config.legacy_url or self.legacy_url, config.target_url or self.target_url):
+                if not url:
+                    continue
+                place = _table_of(url, name)
+                if place in owners and owners[place] != name:
+                    raise ValueError(
+                        f"collections {owners[place]!r} and {name!r} both use table {place[2]!r} of "
+                        f"{place[0]}://{place[1]}; give one its own table (?table=) or its own store"
+                    )
+                owners[place] = name
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -156,21 +178,47 @@ class Settings(BaseSettings):
         """The flags as configured, before any flag file."""
         return Flags(phase=self.phase, read_percent=self.read_percent, shadow_percent=self.shadow_percent)
 
-    def state_file(self, kind: str) -> Path:
+    def state_file(self, kind: str, collection: str | None = None) -> Path:
         """Where a state file of `kind` ("backfill", "verify", ...) lives: next to the outbox, per
         collection, so every process of a deployment finds the same one."""
-        return self.outbox_path.with_name(f"{kind}-{self.collection}.json")
+        return self.outbox_path.with_name(f"{kind}-{collection or self.default_collection()}.json")
 
-    def specs(self, name: str | None = None) -> tuple[CollectionSpec, CollectionSpec]:
-        """The (legacy, target) specs of a collection: same data, each store's own names."""
-        name = name or self.collection
+    def default_collection(self) -> str:
+        """The collection single-collection entry points open: `collection`, or the only one."""
+        if self.collection:
+            return self.collection
+        if len(self.collections) == 1:
+            return next(iter(self.collections))
+        raise ConfigError(
+            "name the collection to open: set collection (DUALVEC_COLLECTION) to one of "
+            f"{sorted(self.collections)}" + ("" if self.collections else "; none is declared")
+        )
+
+    def collection_config(self, name: str) -> CollectionConfig:
         if name not in self.collections:
             raise ConfigError(
                 f"collection {name!r} is not declared; add [collections.{name}] to the config "
-                f"file or set DUALVEC_COLLECTION (declared: {sorted(self.collections)})"
+                f"file (declared: {sorted(self.collections)})"
             )
-        config = self.collections[name]
-        base = config.model_dump(exclude={"legacy"})
+        return self.collections[name]
+
+    def urls(self, name: str | None = None) -> tuple[str, str]:
+        """The (legacy, target) store URLs of a collection: its own, else the top-level ones."""
+        name = name or self.default_collection()
+        config = self.collection_config(name)
+        legacy, target = config.legacy_url or self.legacy_url, config.target_url or self.target_url
+        if not legacy or not target:
+            raise ConfigError(
+                f"collection {name!r} has no legacy_url or target_url: set them at the top level "
+                f"(DUALVEC_LEGACY_URL, DUALVEC_TARGET_URL) or in [collections.{name}]"
+            )
+        return legacy, target
+
+    def specs(self, name: str | None = None) -> tuple[CollectionSpec, CollectionSpec]:
+        """The (legacy, target) specs of a collection: same data, each store's own names."""
+        name = name or self.default_collection()
+        config = self.collection_config(name)
+        base = config.model_dump(exclude={"legacy", "legacy_url", "target_url"})
         names = config.legacy
         unknown = sorted(set(names.fields) - set(config.fields))
         try:
@@ -188,9 +236,16 @@ class Settings(BaseSettings):
                 }
             )
             legacy = CollectionSpec.model_validate(legacy.model_dump())
-        except (ValidationError, ValueError) as exc:
+        except (ValidationError, ValueError, ConfigError) as exc:
             raise ConfigError(f"collection {name!r}: {exc}") from exc
         return legacy, target
+
+
+def _table_of(url: str, collection: str) -> tuple[str, str, str]:
+    """The (scheme, location, table) a store URL gives a collection."""
+    parts = urlsplit(url)
+    table = dict(parse_qsl(parts.query)).get("table", collection)
+    return parts.scheme, os.path.normpath(unquote(parts.netloc + parts.path)), table
 
 
 def config_path() -> Path | None:
@@ -209,11 +264,6 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
-            + (f" (got {error['input']!r})" if error["type"] != "missing" and "input" in error else "")
-            for error in exc.errors()
-        )
         raise ConfigError(
-            f"invalid settings ({path or 'no config file'}, DUALVEC_* env): {problems}"
+            f"invalid settings ({path or 'no config file'}, DUALVEC_* env): {describe(exc)}"
         ) from exc

@@ -37,18 +37,17 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Literal
 
-import structlog
-
 from dualvec.closing import Closing
 from dualvec.compare import CompareThresholds, Comparison, compare
 from dualvec.errors import ConfigError
-from dualvec.metrics import STORES, DualvecMetrics, Store
+from dualvec.logs import get_logger
+from dualvec.metrics import STORES, CollectionMetrics, Store
 from dualvec.mismatch_log import MismatchLog, MismatchSample, utc_now
 from dualvec.records import Hit
 
 __all__ = ["ErrorHook", "ShadowRunner", "Stage", "log_shadow_error"]
 
-log = structlog.get_logger("dualvec.shadow")
+log = get_logger("dualvec.shadow")
 
 Stage = Literal["submit", "call", "compare", "publish"]
 ErrorHook = Callable[[Stage, str, Exception], None]
@@ -74,6 +73,7 @@ def _lower_priority(niceness: int) -> None:
 
 @dataclass(frozen=True)
 class _Job:
+    metrics: CollectionMetrics
     served_store: Store
     served_hits: tuple[Hit, ...]
     other_store: Store
@@ -96,7 +96,6 @@ class ShadowRunner(Closing):
     def __init__(
         self,
         *,
-        metrics: DualvecMetrics,
         mismatch_log: MismatchLog,
         workers: int = 2,
         max_pending: int = 64,
@@ -110,7 +109,6 @@ class ShadowRunner(Closing):
                 f"shadow needs workers >= 1, max_pending >= 1 and timeout_seconds > 0; got "
                 f"{workers}, {max_pending}, {timeout_seconds}"
             )
-        self._metrics = metrics
         self._mismatch_log = mismatch_log
         self._timeout = timeout_seconds
         self._thresholds = thresholds or CompareThresholds()
@@ -128,6 +126,7 @@ class ShadowRunner(Closing):
     def submit(
         self,
         *,
+        metrics: CollectionMetrics,
         served_store: Store,
         served_hits: Sequence[Hit],
         other_store: Store,
@@ -137,7 +136,8 @@ class ShadowRunner(Closing):
         routing_key_hash: str | None = None,
         run_served: Callable[[], Sequence[Hit]] | None = None,
     ) -> bool:
-        """Queue a shadow read; False when it was dropped (saturated, closed, or bad arguments).
+        """Queue a shadow read, counted in `metrics` (its collection's); False when it was
+        dropped (saturated, closed, or bad arguments).
 
         Structlog context variables bound by the caller (collection, request id) follow the job
         into the worker.
@@ -146,6 +146,7 @@ class ShadowRunner(Closing):
             if {served_store, other_store} != set(STORES):
                 raise ValueError(f"need one legacy and one target store: {served_store!r}, {other_store!r}")
             job = _Job(
+                metrics,
                 served_store,
                 tuple(served_hits),
                 other_store,
@@ -159,7 +160,7 @@ class ShadowRunner(Closing):
                 if self._closed:
                     return False
                 if not self._slots.acquire(blocking=False):
-                    self._metrics.shadow_dropped("saturated")
+                    metrics.shadow_dropped("saturated")
                     return False
                 try:
                     self._pool.submit(contextvars.copy_context().run, self._run, job)
@@ -168,7 +169,7 @@ class ShadowRunner(Closing):
                     raise
             return True
         except Exception as exc:  # a router bug must not fail the read either
-            self._failed("submit", query_id, exc)
+            self._failed(metrics, "submit", query_id, exc)
             return False
 
     def close(self, wait: bool = True) -> None:
@@ -184,20 +185,21 @@ class ShadowRunner(Closing):
             self._slots.release()
 
     def _shadow(self, job: _Job) -> None:
+        metrics = job.metrics
         start = perf_counter()
         try:
             other_hits = tuple(job.run_other())
         except Exception as exc:
-            self._metrics.observe(job.other_store, "search", "shadow", perf_counter() - start)
-            self._metrics.shadow_dropped("error")
-            self._failed("call", job.query_id, exc)
+            metrics.observe(job.other_store, "search", "shadow", perf_counter() - start)
+            metrics.shadow_dropped("error")
+            self._failed(metrics, "call", job.query_id, exc)
             return
         elapsed = perf_counter() - start
         stage: Stage = "publish"
         try:
-            self._metrics.observe(job.other_store, "search", "shadow", elapsed)
+            metrics.observe(job.other_store, "search", "shadow", elapsed)
             if elapsed > self._timeout:
-                self._metrics.shadow_dropped("timeout")
+                metrics.shadow_dropped("timeout")
                 return
             stage = "compare"
             legacy, target = self._by_store(job, job.served_hits, other_hits)
@@ -208,7 +210,7 @@ class ShadowRunner(Closing):
             stage = "publish"
             self._publish(job, comparison, legacy, target)
         except Exception as exc:
-            self._failed(stage, job.query_id, exc)
+            self._failed(metrics, stage, job.query_id, exc)
 
     @staticmethod
     def _by_store(
@@ -220,7 +222,7 @@ class ShadowRunner(Closing):
     def _publish(
         self, job: _Job, comparison: Comparison, legacy: tuple[Hit, ...], target: tuple[Hit, ...]
     ) -> None:
-        self._metrics.shadow_compared(
+        job.metrics.shadow_compared(
             mismatch=comparison.mismatch,
             recall=comparison.recall,
             max_distance_delta=comparison.max_distance_delta,
@@ -242,11 +244,11 @@ class ShadowRunner(Closing):
                 )
             )
 
-    def _failed(self, stage: Stage, query_id: str, exc: Exception) -> None:
+    def _failed(self, metrics: CollectionMetrics, stage: Stage, query_id: str, exc: Exception) -> None:
         """Count (unless the shadow call itself failed, counted as a drop), then call the hook."""
         try:
             if stage != "call":
-                self._metrics.compare_error()
+                metrics.compare_error()
             self._on_error(stage, query_id, exc)
         except Exception as hook_exc:
             log.error("shadow_error_hook_failed", stage=stage, query_id=query_id, exc_info=hook_exc)

@@ -6,6 +6,7 @@ import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
 
 from dualvec.errors import ConfigError, ModelMismatchError
 
@@ -18,6 +19,7 @@ __all__ = [
     "Metric",
     "check_name",
     "check_same_spec",
+    "describe",
 ]
 
 Metric = Literal["cosine", "l2", "dot"]
@@ -42,10 +44,30 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
-class FieldSpec(BaseModel):
-    """One metadata field: its type, whether filters may use it, and its name in an existing store."""
+class _Checked(BaseModel):
+    """A frozen model whose direct construction raises `ConfigError` naming each bad value,
+    not pydantic's own error: callers catch one error tree."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except PydanticValidationError as exc:
+            raise ConfigError(f"{type(self).__name__}: {describe(exc)}") from exc
+
+
+def describe(exc: PydanticValidationError) -> str:
+    """Each problem of a pydantic error as `where: what (got value)`, joined by '; '."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in error['loc']) or 'value'}: {error['msg']}"
+        + (f" (got {error['input']!r})" if error["type"] != "missing" and "input" in error else "")
+        for error in exc.errors()
+    )
+
+
+class FieldSpec(_Checked):
+    """One metadata field: its type, whether filters may use it, and its name in an existing store."""
 
     type: FieldType
     filterable: bool = True
@@ -68,10 +90,8 @@ class FieldSpec(BaseModel):
         return None if value is None else check_name("field source", value)
 
 
-class CollectionSpec(BaseModel):
+class CollectionSpec(_Checked):
     """What a collection holds. Stores persist it and refuse to reopen with a different one."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     dim: int = Field(gt=0, le=65536)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import functools
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -20,7 +21,7 @@ from typing import Any
 
 from dualvec.errors import ConfigError, ExtensionLoadError
 
-__all__ = ["DRIVER_MODULES", "Driver", "choose_driver", "connect", "load_extension"]
+__all__ = ["DRIVER_MODULES", "Driver", "choose_driver", "connect", "load_extension", "write_transaction"]
 
 DRIVER_MODULES: dict[str, str] = {
     "sqlite3": "sqlite3",
@@ -139,3 +140,16 @@ def connect(
         conn.close()
         raise
     return conn
+
+
+@contextmanager
+def write_transaction(conn: Any) -> Iterator[None]:
+    """BEGIN IMMEDIATE so the write lock is taken up front (waiting on busy_timeout) instead of
+    failing at the first write; ROLLBACK on any error so no half-written row can commit."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -46,9 +46,8 @@ from dualvec.json_files import read_json_state, write_json_atomic
 from dualvec.outbox import Op, Outbox, Role, other_role
 from dualvec.protocol import VectorStore
 from dualvec.records import Record
-from dualvec.replay import ReplayResult, replay_once
-from dualvec.sqlite_driver import connect
-from dualvec.stores.sqlite_common import write_transaction
+from dualvec.replay import ReplayResult, replay_until_drained
+from dualvec.sqlite_driver import connect, write_transaction
 
 __all__ = ["DiffKind", "VerifyResult", "read_verify_state", "verify", "write_verify_state"]
 
@@ -296,17 +295,6 @@ class _Verifier:
                     self.tally.samples[kind].append(i)
 
 
-def _replay_all(outbox: Outbox, stores: dict[Role, VectorStore], batch_size: int) -> ReplayResult:
-    """Replay until a pass under the lock finds nothing to do, or something fails (it stays in
-    the outbox, and the verify that follows reports it)."""
-    total = ReplayResult()
-    while True:
-        result = replay_once(outbox, stores, batch_size)
-        total += result
-        if result == ReplayResult() or result.failed:
-            return total
-
-
 def verify(
     legacy: VectorStore,
     target: VectorStore,
@@ -361,7 +349,7 @@ def verify(
     found = one_pass(repair)
     if not repair:
         return found
-    repaired = _replay_all(outbox, stores, batch_size)
+    repaired = replay_until_drained(outbox, stores, batch_size)
     again = one_pass(False)
     return replace(again, before=found.counts, repaired=repaired)
 

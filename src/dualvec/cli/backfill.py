@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -20,13 +21,19 @@ from dualvec.backfill import (
     backfill,
     plan_backfill,
 )
-from dualvec.cli.common import echo_json, errors_exit, opened_stores, settings
-from dualvec.cli.flags import current_flags
+from dualvec.cli.common import (
+    chosen_collections,
+    collections_option,
+    echo_json,
+    errors_exit,
+    opened_stores,
+    settings,
+)
 from dualvec.errors import ConfigError
 from dualvec.outbox import Outbox
-from dualvec.settings import Phase, Settings
+from dualvec.phases import copy_problem, settle_seconds
 
-__all__ = ["backfill_command", "phase_problem", "progress_reporter"]
+__all__ = ["backfill_command", "progress_reporter"]
 
 # Plain progress lines (stderr not a terminal) at most this often, so logs stay readable.
 _LINE_SECONDS = 2.0
@@ -64,33 +71,8 @@ def progress_reporter(label: str, *, silent: bool) -> Iterator[ProgressCallback]
     yield line
 
 
-def phase_problem(config: Settings, command: str) -> str | None:
-    """Why `command` must not copy into the target in the phase in force, None when it may: live
-    writes must reach the target too (phase dual or target-primary), or a write landing after
-    the copy would leave the target behind."""
-    phase = current_flags(config).flags.phase
-    if phase in (Phase.DUAL, Phase.TARGET_PRIMARY):
-        return None
-    if phase is Phase.LEGACY:
-        first = "run `dualvec flags set phase=dual` first, so every write reaches both stores"
-    else:
-        first = "legacy no longer receives writes in phase target, so it is behind the target"
-    return f"refusing to {command} in phase {phase.value}: {first} (or pass --force)"
-
-
-def wait_for_flags(config: Settings) -> None:
-    """Let every process pick up the last flag change before copying: a process still in phase
-    legacy writes to legacy alone, and a copy made before its write would miss it."""
-    snapshot = current_flags(config)
-    if snapshot.updated_at is None:
-        return
-    settle = config.flag_poll_seconds + 0.5 - (time.time() - snapshot.updated_at)
-    if settle > 0:
-        click.echo(f"waiting {settle:.1f} s for every process to see the last flag change", err=True)
-        time.sleep(settle)
-
-
 @click.command("backfill")
+@collections_option
 @click.option(
     "--batch-size",
     default=DEFAULT_BATCH_SIZE,
@@ -101,7 +83,7 @@ def wait_for_flags(config: Settings) -> None:
 @click.option(
     "--checkpoint",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Progress file (default: backfill-<collection>.json next to the outbox).",
+    help="Progress file, for one collection (default: backfill-<collection>.json next to the outbox).",
 )
 @click.option("--restart", is_flag=True, help="Ignore the checkpoint and copy every record again.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (counts, batches, checkpoint); write nothing.")
@@ -109,6 +91,7 @@ def wait_for_flags(config: Settings) -> None:
 @click.option("--silent", is_flag=True, help="No progress on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def backfill_command(
+    collections: tuple[str, ...],
     batch_size: int,
     checkpoint: Path | None,
     restart: bool,
@@ -117,57 +100,65 @@ def backfill_command(
     silent: bool,
     as_json: bool,
 ) -> None:
-    """Copy every legacy record into the target while live dual writes go on.
+    """Copy every legacy record into the target while live dual writes go on, collection by
+    collection (every declared one unless --collection names some).
 
     Never overwrites a newer write nor brings back a deleted id. Interrupted or killed, run it
     again: it resumes from its checkpoint. Exits 0 when done, 1 on error, 130 when interrupted.
     """
     config = settings()
-    path = checkpoint or config.state_file("backfill")
+    names = chosen_collections(config, collections)
+    if checkpoint is not None and len(names) > 1:
+        raise click.UsageError("--checkpoint names one collection's progress file: add --collection NAME")
+    summary: dict[str, Any] = {}
     with errors_exit():
-        problem = None if force else phase_problem(config, "backfill")
-        if problem and not dry_run:
-            raise ConfigError(problem)
-        if not dry_run:
-            wait_for_flags(config)
-        with opened_stores(config) as stores:
-            if dry_run:
-                plan = plan_backfill(
-                    stores["legacy"],
-                    stores["target"],
-                    batch_size=batch_size,
-                    checkpoint=path,
-                    restart=restart,
-                )
-                _print_plan(plan, problem, as_json)
-                return
-            with (
-                Outbox(config.outbox_path, config.collection) as outbox,
-                progress_reporter("backfill", silent=silent) as on_progress,
-            ):
-                result = backfill(
-                    stores["legacy"],
-                    stores["target"],
-                    outbox,
-                    batch_size=batch_size,
-                    checkpoint=path,
-                    restart=restart,
-                    on_progress=on_progress,
-                )
-    data = {**result.as_dict(), "checkpoint": str(path)}
+        problems = {name: None if force else copy_problem(config, name, "backfill") for name in names}
+        refused = [problem for problem in problems.values() if problem]
+        if refused and not dry_run:
+            raise ConfigError("; ".join(refused))
+        settle = 0.0 if dry_run else settle_seconds(config)
+        if settle:
+            click.echo(f"waiting {settle:.1f} s for every process to see the last flag change", err=True)
+            time.sleep(settle)
+        for name in names:
+            path = checkpoint or config.state_file("backfill", name)
+            with opened_stores(config, name) as stores:
+                if dry_run:
+                    plan = plan_backfill(
+                        stores["legacy"],
+                        stores["target"],
+                        batch_size=batch_size,
+                        checkpoint=path,
+                        restart=restart,
+                    )
+                    summary[name] = {**plan.as_dict(), "dry_run": True, "refused": problems[name]}
+                    if not as_json:
+                        _print_plan(name, plan, problems[name])
+                    continue
+                with (
+                    Outbox(config.outbox_path, name) as outbox,
+                    progress_reporter(f"backfill {name}", silent=silent) as on_progress,
+                ):
+                    result = backfill(
+                        stores["legacy"],
+                        stores["target"],
+                        outbox,
+                        batch_size=batch_size,
+                        checkpoint=path,
+                        restart=restart,
+                        on_progress=on_progress,
+                    )
+            summary[name] = {**result.as_dict(), "checkpoint": str(path)}
+            if not as_json:
+                click.echo(f"{name}: " + " ".join(f"{key}={value}" for key, value in summary[name].items()))
     if as_json:
-        echo_json(data)
-    else:
-        click.echo(" ".join(f"{key}={value}" for key, value in data.items()))
+        echo_json({"collections": summary})
 
 
-def _print_plan(plan: BackfillPlan, problem: str | None, as_json: bool) -> None:
-    if as_json:
-        echo_json({**plan.as_dict(), "dry_run": True, "refused": problem})
-        return
+def _print_plan(name: str, plan: BackfillPlan, problem: str | None) -> None:
     click.echo(
-        f"would scan {plan.legacy_count} legacy records in {plan.batches} batches of {plan.batch_size} "
-        f"(the target holds {plan.target_count})"
+        f"{name}: would scan {plan.legacy_count} legacy records in {plan.batches} batches of "
+        f"{plan.batch_size} (the target holds {plan.target_count})"
     )
     if plan.resume_from:
         state = "complete" if plan.checkpoint_complete else "interrupted"

@@ -18,6 +18,9 @@ __all__ = [
     "EXIT_DIFFERENCES",
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
+    "chosen_collections",
+    "collection_option",
+    "collections_option",
     "echo_json",
     "errors_exit",
     "opened_stores",
@@ -52,18 +55,45 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+collections_option = click.option(
+    "--collection",
+    "collections",
+    multiple=True,
+    metavar="NAME",
+    help="A declared collection (repeatable); default: every collection.",
+)
+collection_option = click.option(
+    "--collection",
+    "collection",
+    default=None,
+    metavar="NAME",
+    help="One declared collection; default: every collection.",
+)
+
+
+def chosen_collections(config: Settings, names: tuple[str, ...] | list[str]) -> list[str]:
+    """The collections a command works on: those named, else every declared one. An unknown
+    name is a usage error (exit 2) naming the declared ones."""
+    declared = list(config.collections)
+    unknown = [name for name in names if name not in config.collections]
+    if unknown:
+        raise click.UsageError(f"unknown collection(s) {unknown}; declared: {declared}")
+    if not declared:
+        raise click.UsageError("no collection is declared: add a [collections.NAME] table to the config")
+    return list(dict.fromkeys(names)) or declared
+
+
 @contextmanager
-def opened_stores(config: Settings) -> Iterator[dict[Role, VectorStore]]:
-    """Both stores of the configured collection, closed afterwards."""
+def opened_stores(config: Settings, collection: str) -> Iterator[dict[Role, VectorStore]]:
+    """Both stores of `collection`, closed afterwards."""
     from dualvec.registry import open_store
 
-    if not config.legacy_url or not config.target_url:
-        raise click.ClickException("set legacy_url and target_url (DUALVEC_LEGACY_URL, DUALVEC_TARGET_URL)")
-    legacy_spec, target_spec = config.specs()
+    legacy_url, target_url = config.urls(collection)
+    legacy_spec, target_spec = config.specs(collection)
     stores: dict[Role, VectorStore] = {}
     try:
-        stores["legacy"] = open_store(config.legacy_url, legacy_spec)
-        stores["target"] = open_store(config.target_url, target_spec)
+        stores["legacy"] = open_store(legacy_url, legacy_spec)
+        stores["target"] = open_store(target_url, target_spec)
         yield stores
     finally:
         for store in stores.values():

@@ -1,4 +1,8 @@
-"""`dualvec flags show|set` and `dualvec rollback`: the operator's switches."""
+"""`dualvec flags show|set` and `dualvec rollback`: the operator's switches, per collection.
+
+Every change goes through `dualvec.phases`, which holds the rules; this module only parses
+and prints.
+"""
 
 from __future__ import annotations
 
@@ -8,101 +12,51 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from dualvec.cli.common import echo_json, errors_exit, settings
+from dualvec.cli.common import chosen_collections, collection_option, echo_json, errors_exit, settings
 from dualvec.errors import ConfigError
-from dualvec.flags import FlagSnapshot, read_flag_file, write_flag_file
-from dualvec.outbox import Outbox
-from dualvec.settings import Flags, Phase, Settings, config_path
-from dualvec.verify import read_verify_state
+from dualvec.flags import FLAG_KEYS, FlagOverrides, FlagSnapshot
+from dualvec.phases import change_flags, collection_flags, rollback_flags
+from dualvec.settings import Settings, config_path
 
-__all__ = ["flags", "rollback"]
-
-_DUAL_WRITES = (Phase.DUAL, Phase.TARGET_PRIMARY)
+__all__ = ["flags", "flags_report", "rollback"]
 
 
-def current_flags(config: Settings) -> FlagSnapshot:
-    return read_flag_file(config.flag_file) or FlagSnapshot(config.flags, "settings")
+def flags_report(snapshots: dict[str, FlagSnapshot]) -> dict[str, Any]:
+    """`{"collections": {NAME: {phase, read_percent, shadow_percent, sources}}}`."""
+    return {
+        "collections": {
+            name: {**snapshot.flags.model_dump(mode="json"), "sources": dict(snapshot.sources)}
+            for name, snapshot in snapshots.items()
+        }
+    }
 
 
-def unverified(config: Settings) -> str | None:
-    """Why the target is not known to hold what the primary holds, None when the last
-    `dualvec verify` of these two stores was clean."""
-    state = read_verify_state(config.state_file("verify"))
-    if state is None:
-        return f"no verify of collection {config.collection!r} has run"
-    compared = (state.get("collection"), state.get("legacy_url"), state.get("target_url"))
-    if compared != (config.collection, config.legacy_url, config.target_url):
-        return f"the last verify compared other stores ({', '.join(map(str, compared))})"
-    if not state["clean"]:
-        return f"the last verify found {state.get('differences')} differences"
-    return None
-
-
-def check_guards(config: Settings, old: Flags, new: Flags) -> None:
-    """Refuse steps that would lose data or serve unverified reads."""
-    if new.read_percent > old.read_percent:
-        problem = unverified(config)
-        if problem:
-            raise ConfigError(
-                f"refusing read_percent={new.read_percent:g}: {problem}; run `dualvec verify --repair` "
-                "then `dualvec verify` until it exits 0 (or pass --force)"
-            )
-    leaving_dual_writes = old.phase in _DUAL_WRITES and new.phase not in _DUAL_WRITES
-    if (new.phase is Phase.TARGET_PRIMARY and old.phase is not Phase.TARGET_PRIMARY) or leaving_dual_writes:
-        depth = Outbox.peek(config.outbox_path, config.collection).depth
-        if depth:
-            raise ConfigError(
-                f"refusing phase {new.phase.value}: {depth} writes still wait in the outbox; "
-                "run `dualvec replay` until it is empty (or pass --force)"
-            )
-    if new.phase is Phase.TARGET_PRIMARY and old.phase is not Phase.TARGET_PRIMARY:
-        if old.phase is not Phase.DUAL:
-            raise ConfigError(
-                f"refusing phase target-primary from {old.phase.value}: go through dual, backfill "
-                "and a clean verify first (or pass --force)"
-            )
-        problem = unverified(config)
-        if problem:
-            raise ConfigError(
-                f"refusing phase target-primary: {problem}; run `dualvec verify --repair` then "
-                "`dualvec verify` until it exits 0 (or pass --force)"
-            )
-    if new.phase is Phase.TARGET and old.phase is not Phase.TARGET_PRIMARY:
-        raise ConfigError(
-            f"refusing phase target from {old.phase.value}: go through target-primary first (or pass --force)"
+def _show(snapshots: dict[str, FlagSnapshot], as_json: bool) -> None:
+    if as_json:
+        echo_json(flags_report(snapshots))
+        return
+    click.echo(f"{'collection':<16} {'phase':<15} {'read_percent':>12} {'shadow_percent':>14}  from")
+    for name, snapshot in snapshots.items():
+        flags = snapshot.flags
+        origins = sorted(set(snapshot.sources.values()))
+        click.echo(
+            f"{name:<16} {flags.phase.value:<15} {flags.read_percent:>12g} {flags.shadow_percent:>14g}  "
+            + ", ".join(origins)
         )
 
 
-def forget_sync(config: Settings) -> None:
-    """Once one store stops receiving writes, a past clean verify and a finished backfill say
-    nothing about the stores any more: drop both, so the guards ask for them again."""
-    for kind in ("verify", "backfill"):
-        config.state_file(kind).unlink(missing_ok=True)
-
-
-def write_flags(config: Settings, old: Flags, new: Flags) -> FlagSnapshot:
-    """Write the flag file every process follows, refusing a path no service can be reading."""
+def _check_flag_file_is_read(config: Settings) -> None:
+    """Refuse to write a flag file no running service may be reading: with no config file and
+    no DUALVEC_FLAG_FILE, the path is only this command's default."""
     if config_path() is None and "DUALVEC_FLAG_FILE" not in os.environ:
         raise ConfigError(
             "no config file (config/dualvec.toml or DUALVEC_CONFIG) and no DUALVEC_FLAG_FILE: "
             f"refusing to write {config.flag_file.resolve()}, which no running service may read"
         )
-    write_flag_file(config.flag_file, new)
-    if {old.phase, new.phase} & {Phase.DUAL, Phase.TARGET_PRIMARY} and new.phase in (
-        Phase.LEGACY,
-        Phase.TARGET,
-    ):
-        forget_sync(config)
-    return FlagSnapshot(new, str(config.flag_file.resolve()))
 
 
-def _show(snapshot: FlagSnapshot, as_json: bool) -> None:
-    data = {**snapshot.flags.model_dump(mode="json"), "source": snapshot.source}
-    if as_json:
-        echo_json(data)
-    else:
-        for key, value in data.items():
-            click.echo(f"{key:<15} {value}")
+def _selected(collection: str | None, snapshots: dict[str, FlagSnapshot]) -> dict[str, FlagSnapshot]:
+    return snapshots if collection is None else {collection: snapshots[collection]}
 
 
 @click.group()
@@ -111,59 +65,62 @@ def flags() -> None:
 
 
 @flags.command("show")
+@collection_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-def show(as_json: bool) -> None:
-    """Print the flags in force and where they come from."""
+def show(collection: str | None, as_json: bool) -> None:
+    """Print each collection's flags and where each value comes from."""
     config = settings()
+    names = chosen_collections(config, [collection] if collection else [])
     with errors_exit():
-        _show(current_flags(config), as_json)
+        _show({name: collection_flags(config, name) for name in names}, as_json)
 
 
 @flags.command("set")
 @click.argument("assignments", nargs=-1, required=True)
+@collection_option
 @click.option("--force", is_flag=True, help="Skip the safety checks.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new flags as JSON.")
-def set_flags(assignments: tuple[str, ...], force: bool, as_json: bool) -> None:
-    """Set flags, e.g. `dualvec flags set read_percent=50 shadow_percent=100`.
+def set_flags(assignments: tuple[str, ...], collection: str | None, force: bool, as_json: bool) -> None:
+    """Set flags, e.g. `dualvec flags set --collection claims read_percent=50`.
 
-    Keys: phase (legacy, dual, target-primary, target), read_percent, shadow_percent.
+    Keys: phase (legacy, dual, target-primary, target), read_percent, shadow_percent. Without
+    --collection the values become the defaults of every collection that has no value of its
+    own. The rules (a clean verify before reads, an empty outbox before target-primary, ...)
+    are checked for each collection the change touches.
     """
     config = settings()
+    if collection is not None:
+        chosen_collections(config, [collection])
     changes: dict[str, Any] = {}
     for item in assignments:
         key, sep, value = item.partition("=")
-        if not sep or key not in Flags.model_fields:
-            raise click.UsageError(
-                f"{item!r}: expected KEY=VALUE with KEY one of {sorted(Flags.model_fields)}"
-            )
+        if not sep or key not in FLAG_KEYS:
+            raise click.UsageError(f"{item!r}: expected KEY=VALUE with KEY one of {sorted(FLAG_KEYS)}")
         changes[key] = value
+    try:
+        FlagOverrides.model_validate(changes)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise click.BadParameter(f"{error['loc'][0]}: {error['msg']}", param_hint="ASSIGNMENTS") from exc
     with errors_exit():
-        old = current_flags(config).flags
-        try:
-            new = Flags.model_validate({**old.model_dump(), **changes})
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            raise click.BadParameter(f"{error['loc'][0]}: {error['msg']}", param_hint="ASSIGNMENTS") from exc
-        if not force:
-            check_guards(config, old, new)
-        _show(write_flags(config, old, new), as_json)
+        _check_flag_file_is_read(config)
+        snapshots = change_flags(config, changes, collection=collection, force=force)
+        _show(_selected(collection, snapshots), as_json)
 
 
 @click.command()
+@collection_option
 @click.option("--json", "as_json", is_flag=True, help="Print the new flags as JSON.")
-def rollback(as_json: bool) -> None:
-    """Serve every read from legacy again (and make legacy primary again from target-primary).
+def rollback(collection: str | None, as_json: bool) -> None:
+    """Serve every read from legacy again (and make legacy primary again from target-primary),
+    for one collection or, without --collection, for every collection.
 
     No data moves: the store rolled back to never stopped receiving writes.
     """
     config = settings()
+    if collection is not None:
+        chosen_collections(config, [collection])
     with errors_exit():
-        old = current_flags(config).flags
-        if old.phase is Phase.TARGET:
-            raise ConfigError(
-                "phase target stopped writing to legacy, so it is behind; rolling back now would "
-                "serve stale data. Set phase target-primary only after re-syncing legacy."
-            )
-        phase = Phase.DUAL if old.phase is Phase.TARGET_PRIMARY else old.phase
-        new = old.model_copy(update={"read_percent": 0.0, "phase": phase})
-        _show(write_flags(config, old, new), as_json)
+        _check_flag_file_is_read(config)
+        snapshots = rollback_flags(config, collection)
+        _show(_selected(collection, snapshots), as_json)

@@ -4,43 +4,49 @@ from __future__ import annotations
 
 import click
 
-from dualvec.cli.common import EXIT_ERROR, echo_json, errors_exit, opened_stores, settings
+from dualvec.cli.common import (
+    EXIT_ERROR,
+    chosen_collections,
+    collections_option,
+    echo_json,
+    errors_exit,
+    opened_stores,
+    settings,
+)
 from dualvec.outbox import Outbox
-from dualvec.replay import ReplayResult, replay_once
+from dualvec.replay import replay_until_drained
 
 __all__ = ["replay"]
 
 
 @click.command()
+@collections_option
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def replay(batch_size: int, as_json: bool) -> None:
-    """Make the secondary store equal to the primary for every pending intent.
+def replay(collections: tuple[str, ...], batch_size: int, as_json: bool) -> None:
+    """Make the secondary store equal to the primary for every pending intent, collection by
+    collection.
 
     Safe beside running writers and other replayers. Exits 1 if some ids could not be repaired.
     """
     config = settings()
-    with (
-        errors_exit(),
-        opened_stores(config) as stores,
-        Outbox(config.outbox_path, config.collection) as outbox,
-    ):
-        total = ReplayResult()
-        while outbox.stats().depth:
-            result = replay_once(outbox, stores, batch_size)
-            total += result
-            if result.failed:
-                break
-        remaining = outbox.stats().depth
-    summary = {
-        "upserted": total.upserted,
-        "deleted": total.deleted,
-        "failed": total.failed,
-        "remaining": remaining,
-    }
+    names = chosen_collections(config, collections)
+    summary: dict[str, dict[str, int]] = {}
+    with errors_exit():
+        for name in names:
+            with opened_stores(config, name) as stores, Outbox(config.outbox_path, name) as outbox:
+                total = replay_until_drained(outbox, stores, batch_size)
+                remaining = outbox.stats().depth
+            summary[name] = {
+                "upserted": total.upserted,
+                "deleted": total.deleted,
+                "failed": total.failed,
+                "remaining": remaining,
+            }
     if as_json:
-        echo_json(summary)
+        echo_json({"collections": summary})
     else:
-        click.echo(" ".join(f"{k}={v}" for k, v in summary.items()))
-    if remaining:
+        for name, counts in summary.items():
+            click.echo(f"{name}: " + " ".join(f"{k}={v}" for k, v in counts.items()))
+    if any(counts["remaining"] for counts in summary.values()):
         raise SystemExit(EXIT_ERROR)

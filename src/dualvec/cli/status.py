@@ -1,4 +1,4 @@
-"""`dualvec status`: where the migration stands, in one screen or one JSON object."""
+"""`dualvec status`: where each collection's migration stands, in one screen or one JSON object."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ from typing import Any
 
 import click
 
-from dualvec.cli.common import echo_json, errors_exit, settings
-from dualvec.cli.flags import current_flags
+from dualvec.cli.common import chosen_collections, collections_option, echo_json, errors_exit, settings
 from dualvec.errors import DualvecError
 from dualvec.outbox import Outbox
+from dualvec.phases import collection_flags
 from dualvec.registry import open_store
+from dualvec.settings import Settings
 
 __all__ = ["status"]
 
@@ -27,30 +28,41 @@ def _count(url: str, spec: Any) -> int | str:
         store.close()
 
 
+def collection_status(config: Settings, name: str) -> dict[str, Any]:
+    """Phase, flags and their sources, record counts per store, outbox depth and oldest age."""
+    snapshot = collection_flags(config, name)
+    legacy_spec, target_spec = config.specs(name)
+    legacy_url, target_url = config.urls(name)
+    stats = Outbox.peek(config.outbox_path, name)
+    return {
+        **snapshot.flags.model_dump(mode="json"),
+        "sources": dict(snapshot.sources),
+        "legacy": {"url": legacy_url, "count": _count(legacy_url, legacy_spec)},
+        "target": {"url": target_url, "count": _count(target_url, target_spec)},
+        "outbox": {"depth": stats.depth, "oldest_age_seconds": round(stats.oldest_age_seconds, 3)},
+    }
+
+
 @click.command()
+@collections_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-def status(as_json: bool) -> None:
-    """Phase, flags and their source, record counts per store, outbox depth and oldest age."""
+def status(collections: tuple[str, ...], as_json: bool) -> None:
+    """Each collection's phase, flags and their source, record counts per store, outbox depth
+    and oldest age."""
     config = settings()
+    names = chosen_collections(config, collections)
     with errors_exit():
-        snapshot = current_flags(config)
-        legacy_spec, target_spec = config.specs()
-        stats = Outbox.peek(config.outbox_path, config.collection)
-        data = {
-            "collection": config.collection,
-            **snapshot.flags.model_dump(mode="json"),
-            "flags_source": snapshot.source,
-            "legacy": {"url": config.legacy_url, "count": _count(config.legacy_url, legacy_spec)},
-            "target": {"url": config.target_url, "count": _count(config.target_url, target_spec)},
-            "outbox": {"depth": stats.depth, "oldest_age_seconds": round(stats.oldest_age_seconds, 3)},
-        }
+        data = {"collections": {name: collection_status(config, name) for name in names}}
     if as_json:
         echo_json(data)
         return
-    click.echo(f"collection      {data['collection']}")
-    click.echo(f"phase           {snapshot.flags.phase.value}   (from {snapshot.source})")
-    click.echo(f"read_percent    {snapshot.flags.read_percent}")
-    click.echo(f"shadow_percent  {snapshot.flags.shadow_percent}")
-    for role in ("legacy", "target"):
-        click.echo(f"{role:<15} {data[role]['count']} records   {data[role]['url']}")
-    click.echo(f"outbox          {stats.depth} pending, oldest {stats.oldest_age_seconds:.1f} s")
+    for name, entry in data["collections"].items():
+        origins = ", ".join(sorted(set(entry["sources"].values())))
+        click.echo(f"{name}")
+        click.echo(f"  phase           {entry['phase']}   (from {origins})")
+        click.echo(f"  read_percent    {entry['read_percent']}")
+        click.echo(f"  shadow_percent  {entry['shadow_percent']}")
+        for role in ("legacy", "target"):
+            click.echo(f"  {role:<15} {entry[role]['count']} records   {entry[role]['url']}")
+        depth, age = entry["outbox"]["depth"], entry["outbox"]["oldest_age_seconds"]
+        click.echo(f"  outbox          {depth} pending, oldest {age:.1f} s")

@@ -8,20 +8,27 @@ import click
 
 from dualvec.backfill import DEFAULT_BATCH_SIZE
 from dualvec.cli.backfill import progress_reporter
-from dualvec.cli.common import EXIT_DIFFERENCES, echo_json, errors_exit, opened_stores, settings
-from dualvec.cli.flags import current_flags
+from dualvec.cli.common import (
+    EXIT_DIFFERENCES,
+    chosen_collections,
+    collections_option,
+    echo_json,
+    errors_exit,
+    opened_stores,
+    settings,
+)
 from dualvec.outbox import Outbox
-from dualvec.router import write_roles
-from dualvec.verify import VerifyResult, verify, write_verify_state
+from dualvec.phases import collection_flags, record_verify, write_roles
+from dualvec.verify import VerifyResult, verify
 
 __all__ = ["verify_command"]
 
 _LABELS = {"missing": "missing in {secondary}", "extra": "extra in {secondary}"}
 
 
-def _print(result: VerifyResult) -> None:
+def _print(name: str, result: VerifyResult) -> None:
     click.echo(
-        f"verify {result.primary} (primary) against {result.secondary}: "
+        f"{name}: verify {result.primary} (primary) against {result.secondary}: "
         f"{result.checked['primary']} + {result.checked['secondary']} records in {result.seconds:.1f} s"
     )
     if result.before is not None and result.repaired is not None:
@@ -38,6 +45,7 @@ def _print(result: VerifyResult) -> None:
 
 
 @click.command("verify")
+@collections_option
 @click.option("--repair", is_flag=True, help="Make the secondary equal to the primary, then verify again.")
 @click.option(
     "--sample", default=5, show_default=True, type=click.IntRange(0, 1000), help="Ids shown per kind."
@@ -53,12 +61,13 @@ def _print(result: VerifyResult) -> None:
 @click.option(
     "--checkpoint",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Progress file (default: verify-progress-<collection>.db next to the outbox).",
+    help="Progress file, for one collection (default: verify-progress-<collection>.db next to the outbox).",
 )
 @click.option("--restart", is_flag=True, help="Ignore the checkpoint and start from the beginning.")
 @click.option("--silent", is_flag=True, help="No progress on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def verify_command(
+    collections: tuple[str, ...],
     repair: bool,
     sample: int,
     tolerance: float,
@@ -77,36 +86,37 @@ def verify_command(
     interrupted (run it again to resume).
     """
     config = settings()
+    names = chosen_collections(config, collections)
+    if checkpoint is not None and len(names) > 1:
+        raise click.UsageError("--checkpoint names one collection's progress file: add --collection NAME")
+    results: dict[str, VerifyResult] = {}
     with errors_exit():
-        primary, _ = write_roles(current_flags(config).flags.phase)
-        with (
-            opened_stores(config) as stores,
-            Outbox(config.outbox_path, config.collection) as outbox,
-            progress_reporter("verify", silent=silent) as on_progress,
-        ):
-            result = verify(
-                stores["legacy"],
-                stores["target"],
-                outbox,
-                primary=primary,
-                repair=repair,
-                tolerance=tolerance,
-                sample=sample,
-                batch_size=batch_size,
-                checkpoint=checkpoint or config.state_file("verify-progress").with_suffix(".db"),
-                restart=restart,
-                on_progress=on_progress,
-            )
-        write_verify_state(
-            config.state_file("verify"),
-            result,
-            collection=config.collection,
-            legacy_url=config.legacy_url,
-            target_url=config.target_url,
-        )
+        for name in names:
+            primary, _ = write_roles(collection_flags(config, name).flags.phase)
+            with (
+                opened_stores(config, name) as stores,
+                Outbox(config.outbox_path, name) as outbox,
+                progress_reporter(f"verify {name}", silent=silent) as on_progress,
+            ):
+                result = verify(
+                    stores["legacy"],
+                    stores["target"],
+                    outbox,
+                    primary=primary,
+                    repair=repair,
+                    tolerance=tolerance,
+                    sample=sample,
+                    batch_size=batch_size,
+                    checkpoint=checkpoint or config.state_file("verify-progress", name).with_suffix(".db"),
+                    restart=restart,
+                    on_progress=on_progress,
+                )
+            record_verify(config, name, result)
+            results[name] = result
+            if not as_json:
+                _print(name, result)
+    clean = all(result.clean for result in results.values())
     if as_json:
-        echo_json(result.as_dict())
-    else:
-        _print(result)
-    if not result.clean:
+        echo_json({"collections": {name: r.as_dict() for name, r in results.items()}, "clean": clean})
+    if not clean:
         raise SystemExit(EXIT_DIFFERENCES)

@@ -16,7 +16,6 @@ filled with uuid5 point ids also looks like one an application keys by UUIDs).
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from qdrant_client import QdrantClient
 from qdrant_client.models import ExtendedPointId
 
 from dualvec.errors import ConfigError, StoreLockedError
+from dualvec.files import write_atomic
 from dualvec.spec import CollectionSpec, check_same_spec
 
 __all__ = [
@@ -146,10 +146,7 @@ def bind_spec(folder: Path, spec: CollectionSpec) -> None:
 
 
 def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(exist_ok=True)
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)  # atomic: a crash leaves no file or a whole one, never half of one
+    write_atomic(path, text.encode("utf-8"))
 
 
 def _ids_path(folder: Path, name: str) -> Path:

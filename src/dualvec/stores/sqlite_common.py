@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from dualvec.errors import ConfigError
 from dualvec.spec import CollectionSpec, check_same_spec
-from dualvec.sqlite_driver import BUSY_TIMEOUT_SECONDS
+from dualvec.sqlite_driver import BUSY_TIMEOUT_SECONDS, write_transaction
 
-__all__ = ["bind_spec", "bound_spec", "parse_seconds", "quote", "table_option", "write_transaction"]
+__all__ = ["bind_spec", "bound_spec", "parse_seconds", "quote", "table_option"]
 
 
 def quote(name: str) -> str:
@@ -27,19 +26,6 @@ def table_option(value: str | None) -> str | None:
     if not value or "\x00" in value or len(value) > 255:
         raise ConfigError(f"store URL option table={value!r}: expected a table name of 1-255 characters")
     return value
-
-
-@contextmanager
-def write_transaction(conn: Any) -> Iterator[None]:
-    """BEGIN IMMEDIATE so the write lock is taken up front (waiting on busy_timeout) instead of
-    failing at the first write; ROLLBACK on any error so no half-written row can commit."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def bind_spec(conn: Any, spec: CollectionSpec, ddl: Sequence[str]) -> None:

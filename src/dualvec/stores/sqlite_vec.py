@@ -18,7 +18,8 @@ from dualvec.errors import ConfigError
 from dualvec.filters import Condition
 from dualvec.records import Hit, Record, Vector
 from dualvec.spec import FieldType, Metric
-from dualvec.stores.sqlite_common import bind_spec, quote, write_transaction
+from dualvec.sqlite_driver import write_transaction
+from dualvec.stores.sqlite_common import bind_spec, quote
 from dualvec.stores.sqlite_layout import foreign_table
 from dualvec.stores.sqlite_table import SqliteTableStore, conditions_to_sql
 

@@ -1,0 +1,163 @@
+"""Many collections, one migration: the machinery every collection of a process shares.
+
+One outbox connection, one flag watcher thread, one `DualvecMetrics`, one shadow pool, one
+secondary-writer pool and one replayer thread serve every collection, so six collections do
+not cost six sets of threads. `migration["claims"]` is that collection's `Router`; each
+router follows its own collection's flags (defaults plus per-collection overrides in the
+flag file) and records into its own `collection`-labelled metrics.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+
+from dualvec.closing import Closing
+from dualvec.compare import CompareThresholds
+from dualvec.errors import ConfigError
+from dualvec.flags import FlagSnapshot, FlagWatcher
+from dualvec.logs import get_logger
+from dualvec.metrics import DualvecMetrics
+from dualvec.mismatch_log import MismatchLog
+from dualvec.outbox import Outbox
+from dualvec.protocol import VectorStore
+from dualvec.registry import open_store
+from dualvec.router import Router
+from dualvec.settings import Settings
+from dualvec.shadow import ShadowRunner
+
+__all__ = ["Migration"]
+
+log = get_logger("dualvec.migration")
+
+# Secondary writes of different collections run side by side; one collection's writes are
+# already serialised by its outbox lock, so more threads than collections would idle.
+_MAX_SECONDARY_WRITERS = 8
+
+
+class Migration(Closing):
+    """Routers for several collections over shared machinery; owns their stores."""
+
+    def __init__(
+        self,
+        stores: Mapping[str, tuple[VectorStore, VectorStore]],
+        settings: Settings,
+        *,
+        metrics: DualvecMetrics | None = None,
+        start_replayer: bool = True,
+    ) -> None:
+        if not stores:
+            raise ConfigError("a migration needs at least one collection")
+        # Whatever is opened is closed again, newest first, on close or on a failed start.
+        with ExitStack() as opened:
+            for legacy, target in stores.values():
+                opened.callback(legacy.close)
+                opened.callback(target.close)
+            self.settings = settings
+            self.metrics = metrics or DualvecMetrics()
+            names = list(stores)
+            self.outbox = opened.enter_context(Outbox(settings.outbox_path, names[0]))
+            shadow = settings.shadow
+            self.shadow = opened.enter_context(
+                ShadowRunner(
+                    workers=shadow.workers,
+                    max_pending=shadow.max_pending,
+                    timeout_seconds=shadow.timeout_seconds,
+                    niceness=shadow.niceness,
+                    thresholds=CompareThresholds(
+                        min_recall=shadow.min_recall, max_distance_delta=shadow.max_distance_delta
+                    ),
+                    mismatch_log=MismatchLog(shadow.mismatch_log),
+                )
+            )
+            writer = ThreadPoolExecutor(
+                max_workers=min(len(names), _MAX_SECONDARY_WRITERS), thread_name_prefix="dualvec-secondary"
+            )
+            opened.callback(writer.shutdown)
+            self.flags = FlagWatcher(
+                settings.flag_file,
+                dict.fromkeys(names, settings.flags),
+                poll_seconds=settings.flag_poll_seconds,
+                on_change=self._publish_flags,
+            )
+            opened.callback(self.flags.close)
+            self.routers = {
+                name: Router(
+                    legacy,
+                    target,
+                    settings,
+                    outbox=self.outbox.for_collection(name),
+                    flags=self.flags,
+                    shadow=self.shadow,
+                    metrics=self.metrics.collection(name),
+                    secondary_writer=writer,
+                )
+                for name, (legacy, target) in stores.items()
+            }
+            for name in names:
+                self._publish_flags(name, self.flags.current(name))
+            self._opened = opened.pop_all()
+        self._stop = threading.Event()
+        self._replayer: threading.Thread | None = None
+        if start_replayer:
+            self._replayer = threading.Thread(target=self._replay_loop, name="dualvec-replay", daemon=True)
+            self._replayer.start()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, collections: Sequence[str] | None = None, **kwargs: object
+    ) -> Migration:
+        """Open both stores of every declared collection (or of `collections`) and route each."""
+        names = list(collections) if collections is not None else list(settings.collections)
+        if not names:
+            raise ConfigError("no collection is declared: add a [collections.NAME] table to the config")
+        stores: dict[str, tuple[VectorStore, VectorStore]] = {}
+        with ExitStack() as opened:
+            for name in names:
+                legacy_url, target_url = settings.urls(name)
+                legacy_spec, target_spec = settings.specs(name)
+                legacy = open_store(legacy_url, legacy_spec)
+                opened.callback(legacy.close)
+                target = open_store(target_url, target_spec)
+                opened.callback(target.close)
+                stores[name] = (legacy, target)
+            migration = cls(stores, settings, **kwargs)  # type: ignore[arg-type]
+            opened.pop_all()
+        return migration
+
+    def __getitem__(self, name: str) -> Router:
+        try:
+            return self.routers[name]
+        except KeyError:
+            raise ConfigError(
+                f"collection {name!r} is not part of this migration (collections: {sorted(self.routers)})"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.routers)
+
+    def __len__(self) -> int:
+        return len(self.routers)
+
+    def _publish_flags(self, name: str, snapshot: FlagSnapshot) -> None:
+        flags = snapshot.flags
+        self.metrics.collection(name).set_flags(flags.phase.value, flags.read_percent, flags.shadow_percent)
+
+    def _replay_loop(self) -> None:
+        while not self._stop.wait(self.settings.replay_interval_seconds):
+            for name, router in self.routers.items():
+                try:
+                    # Published before repairing too: a repair that takes a while must not hide
+                    # the backlog it is working through from the dashboard.
+                    if router.publish_outbox():
+                        router.replay()
+                except Exception as exc:  # the replayer must outlive any one failure
+                    log.error("replayer_failed", collection=name, error=repr(exc))
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._replayer is not None:
+            self._replayer.join(timeout=30)
+        self._opened.close()
