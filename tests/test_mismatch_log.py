@@ -60,6 +60,7 @@ def test_only_ids_and_distances_are_written_never_vectors_or_metadata(tmp_path):
     assert "secret" not in line
     assert set(data) == {
         "timestamp",
+        "collection",
         "query_id",
         "routing_key_hash",
         "served_store",
@@ -218,3 +219,20 @@ def test_cli_defaults_to_the_configured_log(tmp_path, monkeypatch):
     result = CliRunner().invoke(mismatches, ["--json"])
     assert result.exit_code == 0, result.output
     assert [d["query_id"] for d in json.loads(result.stdout)] == ["from-settings"]
+
+
+def test_samples_name_their_collection_and_can_be_shown_for_one(tmp_path):
+    from click.testing import CliRunner
+
+    from dualvec.cli.main import cli
+
+    path = tmp_path / "m.jsonl"
+    log = MismatchLog(path)
+    for i, collection in enumerate(["claims", "docs", "claims", None]):
+        log.record(MismatchSample(**{**sample().__dict__, "query_id": f"q{i}", "collection": collection}))
+    result = CliRunner().invoke(cli, ["mismatches", "--path", str(path), "--collection", "claims", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [(d["query_id"], d["collection"]) for d in json.loads(result.stdout)] == [
+        ("q2", "claims"),
+        ("q0", "claims"),
+    ]

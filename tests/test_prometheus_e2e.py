@@ -31,6 +31,8 @@ from conftest import require
 from migration_process import FLAGS, SECONDARY
 from test_dashboards import ALERTS, COLLECTION_VARIABLE, collection_variable, data_panels, grafana_regex
 
+from dualvec.flags import FlagFile, FlagOverrides, write_flag_file
+
 MIGRATION_PROCESS = Path(__file__).with_name("migration_process.py")
 COLLECTIONS = sorted(FLAGS)
 SCRAPES = 16  # one a second: enough for every [15s] window and for deriv()
@@ -300,12 +302,16 @@ def test_the_rules_prometheus_loaded_are_the_alert_file(prometheus):
     assert sorted(prometheus.rules()) == sorted(alert_names())
 
 
-def test_dualvec_serve_serves_metrics_and_stops_on_sigterm(tmp_path):
-    (tmp_path / "dualvec.toml").write_text('[collections.docs]\ndim = 8\nmodel = "test-embedder"\n')
+def test_dualvec_serve_serves_every_collection_and_stops_on_sigterm(tmp_path):
+    (tmp_path / "dualvec.toml").write_text(
+        '[collections.docs]\ndim = 8\nmodel = "test-embedder"\n'
+        f'[collections.notes]\ndim = 4\nmodel = "m"\nlegacy_url = "sqlite-blob://{tmp_path}/notes.db"\n'
+    )
+    write_flag_file(tmp_path / "flags.json", FlagFile(collections={"notes": FlagOverrides(phase="dual")}))
     env = {
         **os.environ,
         "DUALVEC_CONFIG": str(tmp_path / "dualvec.toml"),
-        "DUALVEC_COLLECTION": "docs",
+        "DUALVEC_FLAG_FILE": str(tmp_path / "flags.json"),
         "DUALVEC_LEGACY_URL": f"sqlite-blob://{tmp_path}/legacy.db",
         "DUALVEC_TARGET_URL": f"sqlite-vec://{tmp_path}/target.db",
     }
@@ -321,9 +327,9 @@ def test_dualvec_serve_serves_metrics_and_stops_on_sigterm(tmp_path):
     assert re.search(r'^dualvec_outbox_depth\{collection="docs"\} 0\.0$', exposition, re.MULTILINE), (
         exposition
     )
-    assert re.search(r'^dualvec_phase\{collection="docs",phase="legacy"\} 1\.0$', exposition, re.MULTILINE), (
-        exposition
-    )
+    for collection, phase in (("docs", "legacy"), ("notes", "dual")):
+        line = rf'^dualvec_phase\{{collection="{collection}",phase="{phase}"\}} 1\.0$'
+        assert re.search(line, exposition, re.MULTILINE), exposition
     assert code == 0
 
 

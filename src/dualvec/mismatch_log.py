@@ -64,10 +64,13 @@ class MismatchSample:
     reasons: tuple[str, ...]
     legacy: tuple[Hit, ...]
     target: tuple[Hit, ...]
+    # Which collection's reads disagreed (None in samples written before collections existed).
+    collection: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "timestamp": self.timestamp,
+            "collection": self.collection,
             "query_id": self.query_id,
             "routing_key_hash": self.routing_key_hash,
             "served_store": self.served_store,
@@ -95,6 +98,7 @@ class MismatchSample:
             reasons=tuple(data["reasons"]),
             legacy=_hits(data["legacy"]),
             target=_hits(data["target"]),
+            collection=data.get("collection"),
         )
 
 

@@ -223,7 +223,12 @@ def rollback_flags(settings: Settings, collection: str | None = None) -> dict[st
     for name in names:
         old = content.resolve(name, settings.flags, path).flags
         if old.phase is Phase.TARGET and collection is None:
+            # Left as it is, its own values pinned against the defaults' rollback.
             log.warning("rollback_skipped", collection=name, reason="phase target: legacy is behind")
+            kept = _set_keys(overrides.get(name, FlagOverrides()))
+            overrides[name] = FlagOverrides.model_validate(
+                {**kept, "phase": old.phase, "read_percent": old.read_percent}
+            )
             continue
         if updated.resolve(name, settings.flags, path).flags == rolled_back(old):
             continue

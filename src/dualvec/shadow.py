@@ -241,6 +241,7 @@ class ShadowRunner(Closing):
                     reasons=comparison.reasons,
                     legacy=tuple(Hit(h.id, h.distance) for h in legacy[: job.k]),
                     target=tuple(Hit(h.id, h.distance) for h in target[: job.k]),
+                    collection=job.metrics.name,
                 )
             )
 

@@ -1,4 +1,4 @@
-"""`dualvec serve`: a sidecar that exposes /metrics and keeps the outbox drained."""
+"""`dualvec serve`: a sidecar that exposes /metrics and keeps every collection's outbox drained."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import click
 from dualvec.cli.common import errors_exit, settings
 from dualvec.metrics import DualvecMetrics
 from dualvec.metrics_server import start_metrics_server
-from dualvec.router import Router
+from dualvec.migration import Migration
 
 __all__ = ["serve"]
 
@@ -21,7 +21,8 @@ __all__ = ["serve"]
 @click.option("--port", default=9464, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--replay/--no-replay", default=True, show_default=True, help="Run the outbox replayer.")
 def serve(host: str, port: int, replay: bool) -> None:
-    """Expose Prometheus metrics (flags, outbox depth and age, repairs) until stopped.
+    """Open every declared collection and expose Prometheus metrics (flags, outbox depth and
+    age, repairs, per collection) until stopped.
 
     Under PROMETHEUS_MULTIPROC_DIR the endpoint sums every process of the application, so one
     sidecar can serve the metrics of a gunicorn fleet. Stop with SIGTERM or Ctrl-C.
@@ -35,11 +36,11 @@ def serve(host: str, port: int, replay: bool) -> None:
     signal.signal(signal.SIGTERM, handle)
     with errors_exit():
         metrics = DualvecMetrics()
-        router = Router.from_settings(config, metrics=metrics, start_replayer=replay)
+        migration = Migration.from_settings(config, metrics=metrics, start_replayer=replay)
         server = start_metrics_server(metrics, host, port)
         click.echo(f"serving metrics on {server.url}", err=True)
         try:
             stop.wait()
         finally:
             server.close()
-            router.close()
+            migration.close()
