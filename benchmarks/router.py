@@ -135,7 +135,7 @@ def measure_search(n: int, queries: int) -> dict[str, Any]:
                 if i >= WARMUP:
                     samples[name].append(ns)
             same = same and [h.id for h in answers["router"]] == [h.id for h in answers["bare"]]
-        served = router.metrics.registry.get_sample_value("dualvec_reads_total", {"store": "target"})
+        served = router.metrics.value("dualvec_reads_total", store="target")
     pairs = list(zip(samples["router"], samples["bare"], strict=True))
     return {
         "status": "ok",

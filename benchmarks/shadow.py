@@ -26,7 +26,7 @@ and before the next block the shadow queue is drained (no shadow completes for a
 p50 ratio is the median over repetitions of p50 / p50 at shadow 0% in the same repetition; the
 p99 ratio compares the p99 of all repetitions pooled (a block's own p99 would be its maximum).
 Shadow comparisons and drops come from the router's metrics
-(`router.metrics.registry.get_sample_value`).
+(`router.metrics.value`).
 
 Targets, printed as PASS/FAIL for every scenario:
 
@@ -114,10 +114,8 @@ def bare_p50_s(router: Router, queries: Matrix) -> dict[str, float]:
 
 def shadow_counts(router: Router) -> dict[str, float]:
     """Shadow comparisons, drops and calls so far, from the router's metrics registry."""
-    sample = router.metrics.registry.get_sample_value
-
     def value(name: str, labels: dict[str, str] | None = None) -> float:
-        return sample(name, labels or {}) or 0.0
+        return router.metrics.value(name, **(labels or {}))
 
     counts = {
         f"compared_{outcome}": value("dualvec_shadow_comparisons_total", {"outcome": outcome})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,15 +18,16 @@ from typing import Any
 import numpy as np
 
 from dualvec.backfill import backfill
+from dualvec.flags import FlagSnapshot
 from dualvec.metrics import DualvecMetrics
 from dualvec.metrics_server import start_metrics_server
+from dualvec.migration import Migration
 from dualvec.outbox import Role
 from dualvec.phases import change_flags, record_verify, rollback_flags
 from dualvec.records import Record
 from dualvec.registry import open_store
-from dualvec.router import Router
-from dualvec.settings import CollectionConfig, Flags, Phase, Settings, ShadowSettings
-from dualvec.spec import CollectionSpec
+from dualvec.settings import CollectionConfig, Phase, Settings, ShadowSettings
+from dualvec.spec import CollectionSpec, FieldSpec
 from dualvec.testing.data import SAMPLE_FIELDS
 from dualvec.testing.faults import sqlite_locked
 from dualvec.verify import verify
@@ -39,6 +40,7 @@ LANGS = ("en", "fr", "de", "es", "it")
 
 @dataclass
 class PhaseReport:
+    collection: str
     name: str
     seconds: float
     reads: dict[str, int]
@@ -60,9 +62,10 @@ class DemoReport:
     dim: int
     metrics_url: str
     build_seconds: float
-    backfill: dict[str, Any] = field(default_factory=dict)
+    backfill: dict[str, dict[str, Any]] = field(default_factory=dict)
     verifies: dict[str, dict[str, Any]] = field(default_factory=dict)
     phases: list[PhaseReport] = field(default_factory=list)
+    final_flags: dict[str, dict[str, Any]] = field(default_factory=dict)
     total_seconds: float = 0.0
 
 
@@ -97,11 +100,7 @@ class _Counters:
     """Reads the router's own Prometheus samples, so the report shows what the dashboard shows."""
 
     def __init__(self, metrics: DualvecMetrics, collection: str) -> None:
-        self._registry = metrics.registry
-        self._collection = collection
-
-    def value(self, name: str, **labels: str) -> float:
-        return self._registry.get_sample_value(name, {"collection": self._collection, **labels}) or 0.0
+        self.value = metrics.collection(collection).value
 
     def snapshot(self) -> dict[str, float]:
         return {
@@ -120,7 +119,30 @@ class _Counters:
         }
 
 
+DOCS, CLAIMS = "docs", "claims"
+CLAIMS_DIM = 32
+CATEGORIES = ("finance", "health", "science", "sport")
+
+
+def claim_records(n: int, dim: int, seed: int = 0) -> list[Record]:
+    """Records of the second collection: small vectors, a `category` to filter on."""
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    return [
+        Record(
+            f"claim-{i}",
+            vectors[i],
+            {"category": CATEGORIES[int(rng.integers(len(CATEGORIES)))], "confidence": float(rng.random())},
+        )
+        for i in range(n)
+    ]
+
+
 class Demo:
+    """Two collections of different shapes, migrated at different paces in one process: `docs`
+    walks every phase; `claims` follows to dual, is verified, ramps to 10% and stays there,
+    untouched by `docs`'s rollback."""
+
     def __init__(
         self,
         workdir: Path,
@@ -134,16 +156,19 @@ class Demo:
         self.records = records
         self.phase_seconds = phase_seconds
         self.say = say
-        self.spec = CollectionSpec(
-            name="docs", dim=dim, metric="cosine", model="demo-embedder", fields=SAMPLE_FIELDS
-        )
         self.settings = Settings(
             phase=Phase.LEGACY,
-            collection="docs",
+            collection=DOCS,
             collections={
-                "docs": CollectionConfig(
+                DOCS: CollectionConfig(
                     dim=dim, metric="cosine", model="demo-embedder", fields=dict(SAMPLE_FIELDS)
-                )
+                ),
+                CLAIMS: CollectionConfig(
+                    dim=CLAIMS_DIM,
+                    metric="l2",
+                    model="demo-claims",
+                    fields={"category": FieldSpec(type="str"), "confidence": FieldSpec(type="float")},
+                ),
             },
             legacy_url=f"lancedb://{workdir}/legacy",
             target_url=f"sqlite-vec://{workdir}/target.db?busy_timeout=0.05",
@@ -153,144 +178,190 @@ class Demo:
             flag_poll_seconds=0.1,
             shadow=ShadowSettings(mismatch_log=workdir / "mismatches.jsonl"),
         )
+        self.spec = self.settings.specs(DOCS)[0]
         self.metrics = DualvecMetrics()
-        self.counters = _Counters(self.metrics, self.spec.name)
+        self.counters = {name: _Counters(self.metrics, name) for name in (DOCS, CLAIMS)}
         self.port = port
 
     def build_legacy(self) -> float:
         start = time.perf_counter()
-        legacy = open_store(self.settings.legacy_url, self.spec)
+        docs = open_store(self.settings.legacy_url, self.spec)
+        claims = open_store(self.settings.legacy_url, self.settings.specs(CLAIMS)[0])
         try:
             for batch in _generate(self.spec, self.records, seed=1):
-                legacy.upsert(batch)
+                docs.upsert(batch)
+            claims.upsert(claim_records(max(100, self.records // 4), CLAIMS_DIM, seed=2))
         finally:
-            legacy.close()
+            docs.close()
+            claims.close()
         return time.perf_counter() - start
 
-    def set_flags(self, router: Router, **changes: Any) -> None:
-        """Change flags through the phase rules, as an operator would, and wait for the router."""
-        flags = change_flags(self.settings, changes, collection=self.spec.name)[self.spec.name].flags
-        self._await(router, flags)
+    def set_flags(self, migration: Migration, collection: str | None = None, **changes: Any) -> None:
+        """Change flags through the phase rules, as an operator would, for one collection (or
+        the defaults of both), and wait until the routers follow."""
+        self._await(migration, change_flags(self.settings, changes, collection=collection))
 
-    def rollback(self, router: Router) -> None:
-        self._await(router, rollback_flags(self.settings, self.spec.name)[self.spec.name].flags)
+    def rollback(self, migration: Migration, collection: str) -> None:
+        self._await(migration, rollback_flags(self.settings, collection))
 
     @staticmethod
-    def _await(router: Router, flags: Flags) -> None:
+    def _await(migration: Migration, snapshots: Mapping[str, FlagSnapshot]) -> None:
         deadline = time.monotonic() + 2.0
-        while router.flags.flags != flags and time.monotonic() < deadline:
+        while time.monotonic() < deadline and any(
+            migration[name].flags.flags != snapshot.flags for name, snapshot in snapshots.items()
+        ):
             time.sleep(0.02)
 
     def run(self) -> DemoReport:
         began = time.perf_counter()
-        self.say(f"building legacy LanceDB collection: {self.records} x {self.spec.dim}")
+        self.say(f"building legacy LanceDB collections: docs {self.records} x {self.spec.dim}, claims")
         build = self.build_legacy()
-        router = Router.from_settings(self.settings, metrics=self.metrics)
+        migration = Migration.from_settings(self.settings, metrics=self.metrics)
         server = start_metrics_server(self.metrics, port=self.port)
         self.say(f"metrics: {server.url}")
         report = DemoReport(self.records, self.spec.dim, server.url, build)
-        workload = Workload(router)
-        workload.start()
+        workloads = {
+            DOCS: Workload(migration[DOCS]),
+            CLAIMS: Workload(migration[CLAIMS], readers=1, write_pause=0.05, make=claim_records),
+        }
+        for workload in workloads.values():
+            workload.start()
         try:
-            self._walk(router, workload, report)
+            self._walk(migration, workloads, report)
         finally:
-            workload.stop()
-            router.close()
+            for workload in workloads.values():
+                workload.stop()
+            report.final_flags = {
+                name: migration[name].flags.flags.model_dump(mode="json") for name in migration
+            }
+            migration.close()
             server.close()
         report.total_seconds = time.perf_counter() - began
         return report
 
     def _phase(
-        self, workload: Workload, report: DemoReport, name: str, body: Callable[[], str] | None = None
+        self,
+        workloads: Mapping[str, Workload],
+        report: DemoReport,
+        name: str,
+        body: Callable[[], str] | None = None,
     ) -> None:
-        """Run traffic for one phase (and `body`, if any) and record what callers and metrics saw."""
+        """Run traffic for one phase (and `body`, if any) and record, per collection, what
+        callers and metrics saw."""
         self.say(f"phase {name}")
-        workload.phase = name
-        before = self.counters.snapshot()
+        for workload in workloads.values():
+            workload.phase = name
+        before = {c: counters.snapshot() for c, counters in self.counters.items()}
         start = time.perf_counter()
         notes = body() if body else ""
         remaining = self.phase_seconds - (time.perf_counter() - start)
         if remaining > 0:
             time.sleep(remaining)
-        after = self.counters.snapshot()
-        traffic = workload.traffic[name]
-        delta = {k: after[k] - before[k] for k in after}
-        report.phases.append(
-            PhaseReport(
-                name=name,
-                seconds=round(time.perf_counter() - start, 2),
-                reads={role: len(v) for role, v in traffic.latencies.items()},
-                p50_ms={r: _ms(traffic.percentile(r, 50)) for r in ("legacy", "target")},
-                p95_ms={r: _ms(traffic.percentile(r, 95)) for r in ("legacy", "target")},
-                writes=traffic.writes,
-                caller_errors=traffic.errors,
-                shadow_compared=int(delta["compared"]),
-                mismatches=int(delta["mismatches"]),
-                mean_recall=(delta["recall_sum"] / delta["recall_count"]) if delta["recall_count"] else None,
-                secondary_write_failures=int(delta["failures"]),
-                repairs=int(delta["repairs"]),
-                notes=notes,
+        seconds = round(time.perf_counter() - start, 2)
+        for collection, workload in workloads.items():
+            after = self.counters[collection].snapshot()
+            traffic = workload.traffic[name]
+            delta = {k: after[k] - before[collection][k] for k in after}
+            report.phases.append(
+                PhaseReport(
+                    collection=collection,
+                    name=name,
+                    seconds=seconds,
+                    reads={role: len(v) for role, v in traffic.latencies.items()},
+                    p50_ms={r: _ms(traffic.percentile(r, 50)) for r in ("legacy", "target")},
+                    p95_ms={r: _ms(traffic.percentile(r, 95)) for r in ("legacy", "target")},
+                    writes=traffic.writes,
+                    caller_errors=traffic.errors,
+                    shadow_compared=int(delta["compared"]),
+                    mismatches=int(delta["mismatches"]),
+                    mean_recall=(delta["recall_sum"] / delta["recall_count"])
+                    if delta["recall_count"]
+                    else None,
+                    secondary_write_failures=int(delta["failures"]),
+                    repairs=int(delta["repairs"]),
+                    notes=notes if collection == DOCS else "",
+                )
             )
-        )
 
-    def _walk(self, router: Router, workload: Workload, report: DemoReport) -> None:
-        self._phase(workload, report, "legacy")
-        self.set_flags(router, phase=Phase.DUAL)
-        self._phase(workload, report, "dual")
+    def _walk(self, migration: Migration, workloads: Mapping[str, Workload], report: DemoReport) -> None:
+        docs = migration[DOCS]
+        self._phase(workloads, report, "legacy")
+        self.set_flags(migration, phase=Phase.DUAL)  # the default: both collections
+        self._phase(workloads, report, "dual")
 
         def run_backfill() -> str:
-            result = backfill(
-                router.stores["legacy"], router.stores["target"], router.outbox, batch_size=1000
-            )
-            report.backfill = {
-                "copied": result.copied,
-                "seconds": round(result.seconds, 2),
-                "records_per_second": round(result.copied / max(result.seconds, 1e-9)),
-            }
-            return f"copied {result.copied} in {result.seconds:.1f} s"
-
-        self._phase(workload, report, "backfill", run_backfill)
-
-        def run_verify(label: str, primary: Role = "legacy") -> Callable[[], str]:
-            def body() -> str:
-                result = verify(
-                    router.stores["legacy"],
-                    router.stores["target"],
-                    router.outbox,
-                    primary=primary,
-                    repair=True,
+            notes = []
+            for name in migration:
+                router = migration[name]
+                result = backfill(
+                    router.stores["legacy"], router.stores["target"], router.outbox, batch_size=1000
                 )
-                report.verifies[label] = result.as_dict()
-                record_verify(self.settings, self.spec.name, result)
-                return result.summary()
+                report.backfill[name] = {
+                    "copied": result.copied,
+                    "seconds": round(result.seconds, 2),
+                    "records_per_second": round(result.copied / max(result.seconds, 1e-9)),
+                }
+                notes.append(f"{name}: copied {result.copied} in {result.seconds:.1f} s")
+            return "; ".join(notes)
+
+        self._phase(workloads, report, "backfill", run_backfill)
+
+        def run_verify(label: str, names: tuple[str, ...], primary: Role = "legacy") -> Callable[[], str]:
+            def body() -> str:
+                notes = []
+                for name in names:
+                    router = migration[name]
+                    result = verify(
+                        router.stores["legacy"],
+                        router.stores["target"],
+                        router.outbox,
+                        primary=primary,
+                        repair=True,
+                    )
+                    report.verifies[f"{name} {label}"] = result.as_dict()
+                    record_verify(self.settings, name, result)
+                    notes.append(f"{name}: {result.summary()}")
+                return "; ".join(notes)
 
             return body
 
-        self._phase(workload, report, "verify", run_verify("after backfill"))
-        self.set_flags(router, shadow_percent=100.0)
-        self._phase(workload, report, "shadow 100%")
+        self._phase(workloads, report, "verify", run_verify("after backfill", (DOCS, CLAIMS)))
+        self.set_flags(migration, shadow_percent=100.0)
+        self._phase(workloads, report, "shadow 100%")
         for percent in (10.0, 50.0, 100.0):
-            self.set_flags(router, read_percent=percent)
-            self._phase(workload, report, f"read {percent:.0f}%")
+            self.set_flags(migration, DOCS, read_percent=percent)
+            if percent == 100.0:
+                self.set_flags(migration, CLAIMS, read_percent=10.0)  # claims starts its own ramp
+            self._phase(workloads, report, f"read {percent:.0f}%")
 
         def outage() -> str:
             with sqlite_locked(self.workdir / "target.db"):
                 time.sleep(min(2.0, self.phase_seconds / 2))
-                depth = router.outbox.stats().depth
-            drained = _wait_for(lambda: router.outbox.stats().depth == 0, timeout=30)
-            return f"outbox peaked at >= {depth} ids; drained in {drained:.1f} s"
+                depth = docs.outbox.stats().depth
+            drained = _wait_for(
+                lambda: all(migration[n].outbox.stats().depth == 0 for n in migration), timeout=30
+            )
+            return f"docs outbox peaked at >= {depth} ids; every outbox drained in {drained:.1f} s"
 
-        self._phase(workload, report, "sqlite-vec outage", outage)
-        self.rollback(router)
-        self._phase(workload, report, "rollback")
-        self.set_flags(router, read_percent=100.0)
-        self._phase(workload, report, "re-ramp 100%")
-        _wait_for(lambda: router.outbox.stats().depth == 0, timeout=30)
-        self.set_flags(router, phase=Phase.TARGET_PRIMARY, shadow_percent=10.0)
-        self._phase(workload, report, "target-primary", run_verify("final (target-primary)", "target"))
-        self.set_flags(router, shadow_percent=0.0)
-        self.set_flags(router, phase=Phase.TARGET)
-        self._phase(workload, report, "target")
+        self._phase(workloads, report, "sqlite-vec outage", outage)
+        self.rollback(migration, DOCS)
+        claims = migration[CLAIMS].flags.flags
+        self._phase(
+            workloads,
+            report,
+            "rollback docs",
+            lambda: f"claims untouched: {claims.phase.value}, read {claims.read_percent:g}%",
+        )
+        self.set_flags(migration, DOCS, read_percent=100.0)
+        self._phase(workloads, report, "re-ramp docs 100%")
+        _wait_for(lambda: docs.outbox.stats().depth == 0, timeout=30)
+        self.set_flags(migration, DOCS, phase=Phase.TARGET_PRIMARY, shadow_percent=10.0)
+        self._phase(
+            workloads, report, "docs target-primary", run_verify("final (target-primary)", (DOCS,), "target")
+        )
+        self.set_flags(migration, DOCS, shadow_percent=0.0)
+        self.set_flags(migration, DOCS, phase=Phase.TARGET)
+        self._phase(workloads, report, "docs target")
 
 
 def _ms(seconds: float | None) -> float | None:

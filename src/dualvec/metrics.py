@@ -277,6 +277,7 @@ class CollectionMetrics:
 
     def __init__(self, families: DualvecMetrics, name: str) -> None:
         self.name = name
+        self._registry = families.registry
         f = families
         self._duration = {
             (s, o, r): f.duration.labels(collection=name, store=s, op=o, role=r)
@@ -300,6 +301,11 @@ class CollectionMetrics:
         self._read_percent = f.read_percent.labels(collection=name)
         self._shadow_percent = f.shadow_percent.labels(collection=name)
         self._phase = {p: f.phase.labels(collection=name, phase=p) for p in PHASES}
+
+    def value(self, metric: str, **labels: str) -> float:
+        """A sample of this collection as this process's registry holds it (0 when absent):
+        what the dashboard would show, for reports and benchmarks."""
+        return self._registry.get_sample_value(metric, {"collection": self.name, **labels}) or 0.0
 
     # latency
 

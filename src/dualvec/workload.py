@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,7 +45,9 @@ class Workload:
         live_ids: int = 2000,
         keys: int = 1000,
         seed: int = 0,
+        make: Callable[[int, int, int], list[Record]] = make_records,
     ) -> None:
+        """`make(n, dim, seed)` makes the records the writer upserts (their ids are replaced)."""
         self.router = router
         self.phase = "start"
         self.traffic: dict[str, PhaseTraffic] = defaultdict(PhaseTraffic)
@@ -55,6 +58,7 @@ class Workload:
         self._live_ids = live_ids
         self._keys = keys
         self._seed = seed
+        self._make = make
         dim = router.spec.dim
         self._queries = np.random.default_rng(seed).standard_normal((256, dim)).astype(np.float32)
         self._threads = [
@@ -99,7 +103,7 @@ class Workload:
                 if rng.random() < 0.1:
                     self.router.delete(ids[:2])
                 else:
-                    fresh = make_records(len(ids), dim, seed=int(rng.integers(1 << 31)))
+                    fresh = self._make(len(ids), dim, int(rng.integers(1 << 31)))
                     self.router.upsert(
                         [Record(i, r.vector, r.metadata) for i, r in zip(ids, fresh, strict=True)]
                     )

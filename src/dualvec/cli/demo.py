@@ -21,12 +21,12 @@ def _fmt(value: float | None) -> str:
 
 def print_report(report: DemoReport) -> None:
     click.echo(
-        f"\ndualvec demo: {report.records} x {report.dim} legacy LanceDB -> sqlite-vec, "
-        "live traffic throughout"
+        f"\ndualvec demo: two collections (docs {report.records} x {report.dim}, claims) from legacy "
+        "LanceDB to sqlite-vec, live traffic throughout"
     )
     click.echo(f"legacy built in {report.build_seconds:.1f} s; backfill: {report.backfill}")
     header = (
-        f"{'phase':<20} {'reads L/T':>13} {'p50 L/T ms':>13} {'p95 L/T ms':>13} {'writes':>6} "
+        f"{'coll.':<6} {'phase':<20} {'reads L/T':>13} {'p50 L/T ms':>13} {'p95 L/T ms':>13} {'writes':>6} "
         f"{'errors':>6} {'shadow':>6} {'mism.':>5} {'recall':>6} {'2nd fail':>8} {'repairs':>7}"
     )
     click.echo(header)
@@ -34,7 +34,7 @@ def print_report(report: DemoReport) -> None:
     for p in report.phases:
         recall = "-" if p.mean_recall is None else f"{p.mean_recall:.3f}"
         click.echo(
-            f"{p.name:<20} {p.reads['legacy']:>6}/{p.reads['target']:<6} "
+            f"{p.collection:<6} {p.name:<20} {p.reads['legacy']:>6}/{p.reads['target']:<6} "
             f"{_fmt(p.p50_ms['legacy']):>6}/{_fmt(p.p50_ms['target']):<6} "
             f"{_fmt(p.p95_ms['legacy']):>6}/{_fmt(p.p95_ms['target']):<6} "
             f"{p.writes:>6} {p.caller_errors:>6} "
@@ -43,6 +43,8 @@ def print_report(report: DemoReport) -> None:
         )
     for label, result in report.verifies.items():
         click.echo(f"verify {label}: {result}")
+    for name, flags in report.final_flags.items():
+        click.echo(f"{name} ends in {flags}")
     click.echo(f"total {report.total_seconds:.1f} s")
 
 
