@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/router.py
 	$(BIN)/python benchmarks/shadow.py
 	$(BIN)/python benchmarks/backfill.py
+	$(BIN)/python benchmarks/migration.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
