@@ -88,8 +88,9 @@ from _common import (
 )
 
 from dualvec import VectorStore, open_store
-from dualvec.backfill import Progress, backfill
+from dualvec.backfill import backfill
 from dualvec.outbox import Outbox
+from dualvec.progress import Progress
 from dualvec.testing import make_records, sample_spec
 from dualvec.verify import verify
 

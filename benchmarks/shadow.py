@@ -114,6 +114,7 @@ def bare_p50_s(router: Router, queries: Matrix) -> dict[str, float]:
 
 def shadow_counts(router: Router) -> dict[str, float]:
     """Shadow comparisons, drops and calls so far, from the router's metrics registry."""
+
     def value(name: str, labels: dict[str, str] | None = None) -> float:
         return router.metrics.value(name, **(labels or {}))
 

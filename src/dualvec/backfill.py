@@ -30,63 +30,23 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from dualvec.errors import ConfigError
 from dualvec.json_files import read_json_state, write_json_atomic
-from dualvec.outbox import Outbox, Role
+from dualvec.outbox import Outbox
+from dualvec.progress import DEFAULT_BATCH_SIZE, Progress, ProgressCallback
 from dualvec.protocol import VectorStore
 
 __all__ = [
-    "DEFAULT_BATCH_SIZE",
     "BackfillPlan",
     "BackfillResult",
-    "Progress",
-    "ProgressCallback",
     "backfill",
     "plan_backfill",
-    "waiting_sources",
 ]
-
-DEFAULT_BATCH_SIZE = 500
-
-
-@dataclass(frozen=True)
-class Progress:
-    """How far a long pass has got: `done` of about `total` records after `elapsed` seconds,
-    `resumed` of them done by an earlier run (so they do not inflate the rate)."""
-
-    done: int
-    total: int
-    elapsed: float
-    resumed: int = 0
-
-    @property
-    def rate(self) -> float:
-        """Records per second in this run."""
-        return (self.done - self.resumed) / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def eta_seconds(self) -> float | None:
-        """Seconds left at the current rate; None before there is a rate to go by."""
-        if not self.rate:
-            return None
-        return max(0.0, self.total - self.done) / self.rate
-
-
-ProgressCallback = Callable[[Progress], None]
-
-
-def waiting_sources(outbox: Outbox) -> dict[str, Role]:
-    """Ids waiting in the outbox and the store that is the truth for each.
-
-    Call it holding `outbox.write_lock()`: live writers clear their intents before letting go,
-    so what remains is only writes whose secondary failed (or a crashed process left), few."""
-    depth = outbox.stats().depth
-    return {intent.id: intent.source for intent in outbox.pending(depth)} if depth else {}
 
 
 @dataclass(frozen=True)
@@ -178,7 +138,7 @@ class _Copier:
 
     def copy(self, ids: Sequence[str]) -> None:
         with self.outbox.write_lock():
-            waiting = waiting_sources(self.outbox)
+            waiting = self.outbox.waiting()
             wanted = [i for i in ids if waiting.get(i) != "target"]
             current = self.legacy.get(wanted)
             if current:

@@ -148,6 +148,14 @@ class Outbox(Closing):
         )
         return [Intent(*row) for row in rows]
 
+    def waiting(self) -> dict[str, Role]:
+        """Ids waiting and the store that is the truth for each.
+
+        Call it holding `write_lock()`: live writers clear their intents before letting go, so
+        what remains is only writes whose secondary failed (or a crashed process left), few."""
+        depth = self.stats().depth
+        return {intent.id: intent.source for intent in self.pending(depth)} if depth else {}
+
     @classmethod
     def peek(cls, path: Path, collection: str) -> OutboxStats:
         """The stats of an outbox, without creating one where there is none."""

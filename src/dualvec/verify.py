@@ -34,16 +34,11 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from dualvec.backfill import (
-    DEFAULT_BATCH_SIZE,
-    Progress,
-    ProgressCallback,
-    waiting_sources,
-)
 from dualvec.distance import same_vector
 from dualvec.errors import ConfigError
 from dualvec.json_files import read_json_state, write_json_atomic
 from dualvec.outbox import Op, Outbox, Role, other_role
+from dualvec.progress import DEFAULT_BATCH_SIZE, Progress, ProgressCallback
 from dualvec.protocol import VectorStore
 from dualvec.records import Record
 from dualvec.replay import ReplayResult, replay_until_drained
@@ -284,7 +279,7 @@ class _Verifier:
             confirmed = {i: self._kind(stage, mine.get(i), theirs.get(i)) for i in ids}
             real = [i for i, kind in confirmed.items() if kind is not None]
             if self.tally.repair and real:
-                waiting = waiting_sources(self.outbox)
+                waiting = self.outbox.waiting()
                 todo = [i for i in real if i not in waiting]
                 if todo:
                     self.outbox.record(todo, _REPAIR_OP[stage], self.tally.primary)

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
-from rich.progress import Progress as ProgressBar
 
-from dualvec.backfill import (
-    DEFAULT_BATCH_SIZE,
-    BackfillPlan,
-    Progress,
-    ProgressCallback,
-    backfill,
-    plan_backfill,
-)
+from dualvec.backfill import BackfillPlan, backfill, plan_backfill
 from dualvec.cli.common import (
     chosen_collections,
     collections_option,
@@ -29,46 +17,13 @@ from dualvec.cli.common import (
     opened_stores,
     settings,
 )
+from dualvec.cli.progress import progress_reporter
 from dualvec.errors import ConfigError
 from dualvec.outbox import Outbox
 from dualvec.phases import copy_problem, settle_seconds
+from dualvec.progress import DEFAULT_BATCH_SIZE
 
-__all__ = ["backfill_command", "progress_reporter"]
-
-# Plain progress lines (stderr not a terminal) at most this often, so logs stay readable.
-_LINE_SECONDS = 2.0
-
-
-def _describe(progress: Progress) -> str:
-    eta = progress.eta_seconds
-    return f"{progress.rate:,.0f} records/s, ETA " + ("-" if eta is None else f"{eta:,.0f} s")
-
-
-@contextmanager
-def progress_reporter(label: str, *, silent: bool) -> Iterator[ProgressCallback]:
-    """A progress callback drawing on stderr: a rich bar on a terminal, else a line every few
-    seconds; nothing with `silent`."""
-    if silent:
-        yield lambda progress: None
-        return
-    console = Console(stderr=True)
-    if console.is_terminal:
-        columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"))
-        with ProgressBar(*columns, console=console) as bar:
-            task = bar.add_task("", total=None)
-            yield lambda p: bar.update(task, completed=p.done, total=p.total, description=_describe(p))
-        return
-    last = -_LINE_SECONDS
-
-    def line(progress: Progress) -> None:
-        nonlocal last
-        if progress.elapsed - last >= _LINE_SECONDS or progress.done >= progress.total:
-            last = progress.elapsed
-            click.echo(
-                f"{label}: {progress.done:,}/{progress.total:,} records, {_describe(progress)}", err=True
-            )
-
-    yield line
+__all__ = ["backfill_command"]
 
 
 @click.command("backfill")

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from dualvec.backfill import DEFAULT_BATCH_SIZE
-from dualvec.cli.backfill import progress_reporter
 from dualvec.cli.common import (
     EXIT_DIFFERENCES,
     chosen_collections,
@@ -17,8 +15,10 @@ from dualvec.cli.common import (
     opened_stores,
     settings,
 )
+from dualvec.cli.progress import progress_reporter
 from dualvec.outbox import Outbox
 from dualvec.phases import collection_flags, record_verify, write_roles
+from dualvec.progress import DEFAULT_BATCH_SIZE
 from dualvec.verify import VerifyResult, verify
 
 __all__ = ["verify_command"]
