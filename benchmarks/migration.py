@@ -240,7 +240,7 @@ def wait_for_shadows(
             outcome: int(
                 sample_sum(registries, "dualvec_shadow_comparisons_total", collections, outcome=outcome)
             )
-            for outcome in ("match", "mismatch")
+            for outcome in ("match", "mismatch", "in_flight")
         }
         counts |= {
             f"dropped_{reason}": int(

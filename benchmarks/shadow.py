@@ -120,7 +120,7 @@ def shadow_counts(router: Router) -> dict[str, float]:
 
     counts = {
         f"compared_{outcome}": value("dualvec_shadow_comparisons_total", {"outcome": outcome})
-        for outcome in ("match", "mismatch")
+        for outcome in ("match", "mismatch", "in_flight")
     }
     counts |= {f"dropped_{r}": value("dualvec_shadow_dropped_total", {"reason": r}) for r in DROP_REASONS}
     counts["compare_errors"] = value("dualvec_compare_errors_total")

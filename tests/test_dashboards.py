@@ -54,7 +54,7 @@ def touched_metrics() -> DualvecMetrics:
         with m.time("legacy", "upsert", "secondary"):
             pass
         m.served("target")
-        m.shadow_compared(mismatch=True, recall=0.8, max_distance_delta=2e-4)
+        m.shadow_compared("mismatch", 0.8, 2e-4)
         m.shadow_dropped("timeout")
         m.compare_error()
         m.write_failed("target", "upsert")

@@ -127,8 +127,8 @@ def test_counters(families, metrics):
 
 
 def test_shadow_compared_counts_outcomes_and_skips_a_missing_delta(families, metrics):
-    metrics.shadow_compared(mismatch=False, recall=1.0, max_distance_delta=0.0)
-    metrics.shadow_compared(mismatch=True, recall=0.6, max_distance_delta=None)
+    metrics.shadow_compared("match", 1.0, 0.0)
+    metrics.shadow_compared("mismatch", 0.6, None)
     assert value(families, "dualvec_shadow_comparisons_total", outcome="match") == 1
     assert value(families, "dualvec_shadow_comparisons_total", outcome="mismatch") == 1
     assert value(families, "dualvec_shadow_recall_count") == 2
@@ -163,7 +163,7 @@ def test_collections_record_into_their_own_series(families):
     claims.set_outbox(4, 2.0)
     claims.set_flags("dual", 50, 100)
     faq.set_flags("target-primary", 100, 0)
-    faq.shadow_compared(mismatch=True, recall=0.5, max_distance_delta=None)
+    faq.shadow_compared("mismatch", 0.5, None)
 
     def both(name: str, **labels: str) -> dict[str, float | None]:
         return {c: value(families, name, collection=c, **labels) for c in ("claims", "faq")}
@@ -183,7 +183,7 @@ FIXED_LABELS: dict[str, frozenset[str]] = {
     "store": frozenset(STORES),
     "op": frozenset(OPS),
     "role": frozenset(ROLES),
-    "outcome": frozenset({"match", "mismatch"}),
+    "outcome": frozenset({"match", "mismatch", "in_flight"}),
     "reason": frozenset(DROP_REASONS),
     "kind": frozenset(WRITE_OPS),
     "phase": frozenset(PHASES),
@@ -260,7 +260,7 @@ def test_a_migrations_collections_keep_their_series_apart_and_their_labels_small
     for name in specs:  # each collection's shadows, counted in its own series
         shadowed = sum(
             value(families, "dualvec_shadow_comparisons_total", collection=name, outcome=o)
-            for o in ("match", "mismatch")
+            for o in ("match", "mismatch", "in_flight")
         ) + sum(
             value(families, "dualvec_shadow_dropped_total", collection=name, reason=r) for r in DROP_REASONS
         )

@@ -125,7 +125,7 @@ def test_each_collection_follows_its_own_flags_in_one_process(configured):
                     "dualvec_shadow_comparisons_total", {"collection": name, "outcome": outcome}
                 )
                 or 0.0
-                for outcome in ("match", "mismatch")
+                for outcome in ("match", "mismatch", "in_flight")
             )
 
         while compared("beta") == 0 and time.monotonic() < deadline:

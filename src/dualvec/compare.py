@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from dualvec.errors import ConfigError
 from dualvec.records import Hit
 
-__all__ = ["CompareThresholds", "Comparison", "compare"]
+__all__ = ["CompareThresholds", "Comparison", "compare", "explained_by"]
 
 
 @dataclass(frozen=True)
@@ -155,3 +155,29 @@ def compare(
         mean_distance_delta=mean_delta,
         reasons=tuple(reasons),
     )
+
+
+def explained_by(
+    control: Sequence[Hit],
+    candidate: Sequence[Hit],
+    k: int,
+    written: set[str],
+    thresholds: CompareThresholds | None = None,
+) -> bool:
+    """Whether ids being written account for every difference between two answers.
+
+    The written ids are taken out of both answers; what remains must agree over the length
+    both still have. Taking an id out of one answer shifts the ids after it, so an id it
+    pushed past the k-th place of the other answer (never written itself) falls outside that
+    common length instead of counting as a difference. With no written id among them, the
+    answers must agree as they are: a lost write, a corrupt vector or a different filter
+    result is never explained away."""
+    among = written & ({h.id for h in control[:k]} | {h.id for h in candidate[:k]})
+    if not among:
+        return False
+    kept_control = [h for h in control[:k] if h.id not in among]
+    kept_candidate = [h for h in candidate[:k] if h.id not in among]
+    common = min(len(kept_control), len(kept_candidate))
+    if common == 0:
+        return True
+    return not compare(kept_control[:common], kept_candidate[:common], common, thresholds).mismatch

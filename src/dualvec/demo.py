@@ -19,7 +19,7 @@ import numpy as np
 
 from dualvec.backfill import backfill
 from dualvec.flags import FlagSnapshot
-from dualvec.metrics import DualvecMetrics
+from dualvec.metrics import OUTCOMES, DualvecMetrics
 from dualvec.metrics_server import start_metrics_server
 from dualvec.migration import Migration
 from dualvec.outbox import Role
@@ -50,6 +50,7 @@ class PhaseReport:
     caller_errors: int
     shadow_compared: int
     mismatches: int
+    in_flight: int
     mean_recall: float | None
     secondary_write_failures: int
     repairs: int
@@ -104,10 +105,9 @@ class _Counters:
 
     def snapshot(self) -> dict[str, float]:
         return {
-            "compared": sum(
-                self.value("dualvec_shadow_comparisons_total", outcome=o) for o in ("match", "mismatch")
-            ),
+            "compared": sum(self.value("dualvec_shadow_comparisons_total", outcome=o) for o in OUTCOMES),
             "mismatches": self.value("dualvec_shadow_comparisons_total", outcome="mismatch"),
+            "in_flight": self.value("dualvec_shadow_comparisons_total", outcome="in_flight"),
             "recall_sum": self.value("dualvec_shadow_recall_sum"),
             "recall_count": self.value("dualvec_shadow_recall_count"),
             "failures": sum(
@@ -274,6 +274,7 @@ class Demo:
                     caller_errors=traffic.errors,
                     shadow_compared=int(delta["compared"]),
                     mismatches=int(delta["mismatches"]),
+                    in_flight=int(delta["in_flight"]),
                     mean_recall=(delta["recall_sum"] / delta["recall_count"])
                     if delta["recall_count"]
                     else None,

@@ -7,7 +7,8 @@ question                                       metric
 =============================================  ====================================================
 How much traffic does sqlite-vec serve now?    ``dualvec_reads_total{store}``
 Is the target as fast as legacy?               ``dualvec_operation_duration_seconds{store,op,role}``
-Does the target answer like legacy?            ``dualvec_shadow_comparisons_total{outcome}``,
+Does the target answer like legacy?            ``dualvec_shadow_comparisons_total{outcome}``
+                                               (match, mismatch, in_flight),
                                                ``dualvec_shadow_recall``,
                                                ``dualvec_shadow_distance_delta``
 Are we comparing the sample we asked for?      ``dualvec_shadow_dropped_total{reason}``
@@ -58,6 +59,7 @@ __all__ = [
     "DROP_REASONS",
     "LATENCY_BUCKETS",
     "OPS",
+    "OUTCOMES",
     "PHASES",
     "RECALL_BUCKETS",
     "ROLES",
@@ -67,6 +69,7 @@ __all__ = [
     "DropReason",
     "DualvecMetrics",
     "Op",
+    "Outcome",
     "Phase",
     "Role",
     "Store",
@@ -79,6 +82,9 @@ Op = Literal["upsert", "delete", "get", "search", "count", "scan"]
 Role = Literal["primary", "secondary", "shadow"]
 Phase = Literal["legacy", "dual", "target-primary", "target"]
 DropReason = Literal["saturated", "timeout", "error"]
+# match: the answers agree; mismatch: they differ; in_flight: they differ only by ids being
+# written between the two reads (see dualvec.recent_writes).
+Outcome = Literal["match", "mismatch", "in_flight"]
 WriteOp = Literal["upsert", "delete"]
 
 STORES: tuple[Store, ...] = get_args(Store)
@@ -86,6 +92,7 @@ OPS: tuple[Op, ...] = get_args(Op)
 ROLES: tuple[Role, ...] = get_args(Role)
 PHASES: tuple[Phase, ...] = get_args(Phase)
 DROP_REASONS: tuple[DropReason, ...] = get_args(DropReason)
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 WRITE_OPS: tuple[WriteOp, ...] = get_args(WriteOp)
 
 # 0.1 ms (an in-process lookup) to 5 s (a store in trouble), about 2.5x apart.
@@ -286,8 +293,7 @@ class CollectionMetrics:
             for r in ROLES
         }
         self._reads = {s: f.reads.labels(collection=name, store=s) for s in STORES}
-        self._match = f.comparisons.labels(collection=name, outcome="match")
-        self._mismatch = f.comparisons.labels(collection=name, outcome="mismatch")
+        self._comparisons = {o: f.comparisons.labels(collection=name, outcome=o) for o in OUTCOMES}
         self._recall = f.recall.labels(collection=name)
         self._distance_delta = f.distance_delta.labels(collection=name)
         self._dropped = {r: f.dropped.labels(collection=name, reason=r) for r in DROP_REASONS}
@@ -328,13 +334,17 @@ class CollectionMetrics:
         """One read answered to the caller by `store`."""
         _child(self._reads, store).inc()
 
-    def shadow_compared(self, *, mismatch: bool, recall: float, max_distance_delta: float | None) -> None:
+    def shadow_compared(self, outcome: Outcome, recall: float, max_distance_delta: float | None) -> None:
         """Publish one comparison. `max_distance_delta` is None when the answers share no id.
 
         One delta per comparison (the worst) rather than one per id, so the histogram's count is
-        the number of comparisons and its buckets read as "share of queries worse than x".
+        the number of comparisons and its buckets read as "share of queries worse than x". A
+        comparison set aside as in flight (its differences are ids being written between the
+        two reads) says nothing about the target, so its recall and delta are not observed.
         """
-        (self._mismatch if mismatch else self._match).inc()
+        _child(self._comparisons, outcome).inc()
+        if outcome == "in_flight":
+            return
         self._recall.observe(recall)
         if max_distance_delta is not None:
             self._distance_delta.observe(max_distance_delta)

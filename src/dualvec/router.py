@@ -28,6 +28,7 @@ from dualvec.metrics import CollectionMetrics, DualvecMetrics
 from dualvec.outbox import Op, Outbox, Role, other_role
 from dualvec.phases import write_roles
 from dualvec.protocol import VectorStore
+from dualvec.recent_writes import RecentWrites
 from dualvec.records import Hit, Record
 from dualvec.replay import ReplayResult, replay_once
 from dualvec.routing import in_percent, key_fingerprint
@@ -96,6 +97,8 @@ class Router(Closing):
         self._flags = flags
         self._secondary_writer = secondary_writer
         self._read_salt = f"read:{self.spec.name}"
+        # Ids this router is writing, so a shadow comparison can tell a write in flight.
+        self.recent = RecentWrites()
         # Set when this router was opened alone: closing it closes that migration.
         self._owner: Closing | None = None
 
@@ -170,6 +173,7 @@ class Router(Closing):
         key = routing_key if routing_key is not None else _routing_key.get()
         served: Role = "target" if self.reads_target(flags, key) else "legacy"
         store = self.stores[served]
+        since = time.monotonic()
         start = time.perf_counter()  # timed inline: the hot path pays no context manager
         try:
             hits = store.search(query, limit, filter)
@@ -191,6 +195,8 @@ class Router(Closing):
                 k=limit,
                 query_id=uuid.uuid4().hex,
                 routing_key_hash=key_fingerprint(key),
+                recent=self.recent,
+                since=since,
             )
         return hits
 
@@ -229,7 +235,7 @@ class Router(Closing):
         if secondary is None:
             self._apply_primary(primary, op, apply)
             return
-        with self.outbox.write_lock():
+        with self.outbox.write_lock(), self.recent.writing(ids):
             self.outbox.record(ids, op, primary)
             # Both stores are written at once (each releases the GIL inside its engine), so a
             # dual write costs about the slower store's time, not the sum. The intent, already
@@ -246,6 +252,8 @@ class Router(Closing):
                     "secondary_write_failed", store=secondary, op=op, ids=len(ids), error=repr(failure)
                 )
                 self.outbox.failed(ids, repr(failure))
+                # The stores differ for these ids until a repair: no longer a write in flight.
+                self.recent.discard(ids)
                 return
             self.outbox.clear(ids)
 

@@ -38,11 +38,12 @@ from time import perf_counter
 from typing import Literal
 
 from dualvec.closing import Closing
-from dualvec.compare import CompareThresholds, Comparison, compare
+from dualvec.compare import CompareThresholds, Comparison, compare, explained_by
 from dualvec.errors import ConfigError
 from dualvec.logs import get_logger
-from dualvec.metrics import STORES, CollectionMetrics, Store
+from dualvec.metrics import STORES, CollectionMetrics, Outcome, Store
 from dualvec.mismatch_log import MismatchLog, MismatchSample, utc_now
+from dualvec.recent_writes import RecentWrites
 from dualvec.records import Hit
 
 __all__ = ["ErrorHook", "ShadowRunner", "Stage", "log_shadow_error"]
@@ -82,6 +83,8 @@ class _Job:
     query_id: str
     routing_key_hash: str | None
     run_served: Callable[[], Sequence[Hit]] | None
+    recent: RecentWrites | None
+    since: float
 
 
 class ShadowRunner(Closing):
@@ -135,9 +138,12 @@ class ShadowRunner(Closing):
         query_id: str,
         routing_key_hash: str | None = None,
         run_served: Callable[[], Sequence[Hit]] | None = None,
+        recent: RecentWrites | None = None,
+        since: float = 0.0,
     ) -> bool:
         """Queue a shadow read, counted in `metrics` (its collection's); False when it was
-        dropped (saturated, closed, or bad arguments).
+        dropped (saturated, closed, or bad arguments). `recent` and `since` (the monotonic time
+        the served read began) let a difference made only by writes in flight be told apart.
 
         Structlog context variables bound by the caller (collection, request id) follow the job
         into the worker.
@@ -155,6 +161,8 @@ class ShadowRunner(Closing):
                 query_id,
                 routing_key_hash,
                 run_served,
+                recent,
+                since,
             )
             with self._lock:  # so that close() cannot shut the pool between the check and submit
                 if self._closed:
@@ -207,8 +215,16 @@ class ShadowRunner(Closing):
             if comparison.mismatch and job.run_served is not None:
                 legacy, target = self._by_store(job, tuple(job.run_served()), tuple(job.run_other()))
                 comparison = compare(legacy, target, job.k, self._thresholds)
+            outcome: Outcome = "mismatch" if comparison.mismatch else "match"
+            if comparison.mismatch and job.recent is not None:
+                ids = {h.id for h in (*legacy, *target)}
+                if explained_by(
+                    legacy, target, job.k, job.recent.written_since(ids, job.since), self._thresholds
+                ):
+                    outcome = "in_flight"
+                    log.debug("shadow_in_flight", query_id=job.query_id, reasons=comparison.reasons)
             stage = "publish"
-            self._publish(job, comparison, legacy, target)
+            self._publish(job, outcome, comparison, legacy, target)
         except Exception as exc:
             self._failed(metrics, stage, job.query_id, exc)
 
@@ -220,14 +236,15 @@ class ShadowRunner(Closing):
         return (served, other) if job.served_store == "legacy" else (other, served)
 
     def _publish(
-        self, job: _Job, comparison: Comparison, legacy: tuple[Hit, ...], target: tuple[Hit, ...]
+        self,
+        job: _Job,
+        outcome: Outcome,
+        comparison: Comparison,
+        legacy: tuple[Hit, ...],
+        target: tuple[Hit, ...],
     ) -> None:
-        job.metrics.shadow_compared(
-            mismatch=comparison.mismatch,
-            recall=comparison.recall,
-            max_distance_delta=comparison.max_distance_delta,
-        )
-        if comparison.mismatch:
+        job.metrics.shadow_compared(outcome, comparison.recall, comparison.max_distance_delta)
+        if outcome == "mismatch":
             self._mismatch_log.record(
                 MismatchSample(
                     timestamp=utc_now(),

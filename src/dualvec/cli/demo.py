@@ -27,7 +27,7 @@ def print_report(report: DemoReport) -> None:
     click.echo(f"legacy built in {report.build_seconds:.1f} s; backfill: {report.backfill}")
     header = (
         f"{'coll.':<6} {'phase':<20} {'reads L/T':>13} {'p50 L/T ms':>13} {'p95 L/T ms':>13} {'writes':>6} "
-        f"{'errors':>6} {'shadow':>6} {'mism.':>5} {'recall':>6} {'2nd fail':>8} {'repairs':>7}"
+        f"{'errors':>6} {'shadow':>6} {'mism.':>5} {'infl.':>5} {'recall':>6} {'2nd fail':>8} {'repairs':>7}"
     )
     click.echo(header)
     click.echo("-" * len(header))
@@ -38,7 +38,7 @@ def print_report(report: DemoReport) -> None:
             f"{_fmt(p.p50_ms['legacy']):>6}/{_fmt(p.p50_ms['target']):<6} "
             f"{_fmt(p.p95_ms['legacy']):>6}/{_fmt(p.p95_ms['target']):<6} "
             f"{p.writes:>6} {p.caller_errors:>6} "
-            f"{p.shadow_compared:>6} {p.mismatches:>5} {recall:>6} "
+            f"{p.shadow_compared:>6} {p.mismatches:>5} {p.in_flight:>5} {recall:>6} "
             f"{p.secondary_write_failures:>8} {p.repairs:>7}" + (f"  {p.notes}" if p.notes else "")
         )
     for label, result in report.verifies.items():
