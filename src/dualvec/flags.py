@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -36,6 +37,7 @@ __all__ = [
     "FlagOverrides",
     "FlagSnapshot",
     "FlagWatcher",
+    "flags_report",
     "read_flag_file",
     "write_flag_file",
 ]
@@ -196,3 +198,13 @@ class FlagWatcher:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def flags_report(snapshots: dict[str, FlagSnapshot]) -> dict[str, Any]:
+    """`{"collections": {NAME: {phase, read_percent, shadow_percent, sources}}}`."""
+    return {
+        "collections": {
+            name: {**snapshot.flags.model_dump(mode="json"), "sources": dict(snapshot.sources)}
+            for name, snapshot in snapshots.items()
+        }
+    }

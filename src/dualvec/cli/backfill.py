@@ -18,6 +18,7 @@ from dualvec.cli.common import (
     settings,
 )
 from dualvec.cli.progress import progress_reporter
+from dualvec.cli.remote import remote_client, run_job, unsupported
 from dualvec.errors import ConfigError
 from dualvec.outbox import Outbox
 from dualvec.phases import copy_problem, settle_seconds
@@ -60,7 +61,27 @@ def backfill_command(
 
     Never overwrites a newer write nor brings back a deleted id. Interrupted or killed, run it
     again: it resumes from its checkpoint. Exits 0 when done, 1 on error, 130 when interrupted.
+    With --server the service runs it as a job, on the stores it holds open.
     """
+    remote = remote_client()
+    if remote is not None:
+        unsupported("--checkpoint", checkpoint)
+        unsupported("--dry-run", dry_run)
+        body = {
+            "kind": "backfill",
+            "collections": list(collections) or None,
+            "batch_size": batch_size,
+            "restart": restart,
+            "force": force,
+        }
+        with errors_exit():
+            remote_summary: dict[str, Any] = run_job(remote, body, silent=silent)["collections"]
+        if not as_json:
+            for name, entry in remote_summary.items():
+                _print_done(name, entry)
+        else:
+            echo_json({"collections": remote_summary})
+        return
     config = settings()
     names = chosen_collections(config, collections)
     if checkpoint is not None and len(names) > 1:
@@ -105,9 +126,13 @@ def backfill_command(
                     )
             summary[name] = {**result.as_dict(), "checkpoint": str(path)}
             if not as_json:
-                click.echo(f"{name}: " + " ".join(f"{key}={value}" for key, value in summary[name].items()))
+                _print_done(name, summary[name])
     if as_json:
         echo_json({"collections": summary})
+
+
+def _print_done(name: str, entry: dict[str, Any]) -> None:
+    click.echo(f"{name}: " + " ".join(f"{key}={value}" for key, value in entry.items()))
 
 
 def _print_plan(name: str, plan: BackfillPlan, problem: str | None) -> None:

@@ -13,34 +13,25 @@ import click
 from pydantic import ValidationError
 
 from dualvec.cli.common import chosen_collections, collection_option, echo_json, errors_exit, settings
+from dualvec.cli.remote import remote_client
 from dualvec.errors import ConfigError
-from dualvec.flags import FLAG_KEYS, FlagOverrides, FlagSnapshot
+from dualvec.flags import FLAG_KEYS, FlagOverrides, FlagSnapshot, flags_report
 from dualvec.phases import change_flags, collection_flags, rollback_flags
 from dualvec.settings import Settings, config_path
 
-__all__ = ["flags", "flags_report", "rollback"]
+__all__ = ["flags", "rollback"]
 
 
-def flags_report(snapshots: dict[str, FlagSnapshot]) -> dict[str, Any]:
-    """`{"collections": {NAME: {phase, read_percent, shadow_percent, sources}}}`."""
-    return {
-        "collections": {
-            name: {**snapshot.flags.model_dump(mode="json"), "sources": dict(snapshot.sources)}
-            for name, snapshot in snapshots.items()
-        }
-    }
-
-
-def _show(snapshots: dict[str, FlagSnapshot], as_json: bool) -> None:
+def _show(report: dict[str, Any], as_json: bool) -> None:
+    """Print a `flags_report` (built here, or answered by a service)."""
     if as_json:
-        echo_json(flags_report(snapshots))
+        echo_json(report)
         return
     click.echo(f"{'collection':<16} {'phase':<15} {'read_percent':>12} {'shadow_percent':>14}  from")
-    for name, snapshot in snapshots.items():
-        flags = snapshot.flags
-        origins = sorted(set(snapshot.sources.values()))
+    for name, entry in report["collections"].items():
+        origins = sorted(set(entry["sources"].values()))
         click.echo(
-            f"{name:<16} {flags.phase.value:<15} {flags.read_percent:>12g} {flags.shadow_percent:>14g}  "
+            f"{name:<16} {entry['phase']:<15} {entry['read_percent']:>12g} {entry['shadow_percent']:>14g}  "
             + ", ".join(origins)
         )
 
@@ -55,8 +46,8 @@ def _check_flag_file_is_read(config: Settings) -> None:
         )
 
 
-def _selected(collection: str | None, snapshots: dict[str, FlagSnapshot]) -> dict[str, FlagSnapshot]:
-    return snapshots if collection is None else {collection: snapshots[collection]}
+def _selected(collection: str | None, snapshots: dict[str, FlagSnapshot]) -> dict[str, Any]:
+    return flags_report(snapshots if collection is None else {collection: snapshots[collection]})
 
 
 @click.group()
@@ -69,10 +60,18 @@ def flags() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 def show(collection: str | None, as_json: bool) -> None:
     """Print each collection's flags and where each value comes from."""
+    remote = remote_client()
+    if remote is not None:
+        with errors_exit():
+            _show(
+                remote.call("GET", "/admin/flags", query=[("collection", collection)] if collection else []),
+                as_json,
+            )
+        return
     config = settings()
     names = chosen_collections(config, [collection] if collection else [])
     with errors_exit():
-        _show({name: collection_flags(config, name) for name in names}, as_json)
+        _show(flags_report({name: collection_flags(config, name) for name in names}), as_json)
 
 
 @flags.command("set")
@@ -88,9 +87,6 @@ def set_flags(assignments: tuple[str, ...], collection: str | None, force: bool,
     own. The rules (a clean verify before reads, an empty outbox before target-primary, ...)
     are checked for each collection the change touches.
     """
-    config = settings()
-    if collection is not None:
-        chosen_collections(config, [collection])
     changes: dict[str, Any] = {}
     for item in assignments:
         key, sep, value = item.partition("=")
@@ -102,6 +98,15 @@ def set_flags(assignments: tuple[str, ...], collection: str | None, force: bool,
     except ValidationError as exc:
         error = exc.errors()[0]
         raise click.BadParameter(f"{error['loc'][0]}: {error['msg']}", param_hint="ASSIGNMENTS") from exc
+    remote = remote_client()
+    if remote is not None:
+        with errors_exit():
+            body = {"collection": collection, "changes": changes, "force": force}
+            _show(remote.call("POST", "/admin/flags", body), as_json)
+        return
+    config = settings()
+    if collection is not None:
+        chosen_collections(config, [collection])
     with errors_exit():
         _check_flag_file_is_read(config)
         snapshots = change_flags(config, changes, collection=collection, force=force)
@@ -117,6 +122,11 @@ def rollback(collection: str | None, as_json: bool) -> None:
 
     No data moves: the store rolled back to never stopped receiving writes.
     """
+    remote = remote_client()
+    if remote is not None:
+        with errors_exit():
+            _show(remote.call("POST", "/admin/rollback", {"collection": collection}), as_json)
+        return
     config = settings()
     if collection is not None:
         chosen_collections(config, [collection])

@@ -13,6 +13,7 @@ from dualvec.cli.demo import demo
 from dualvec.cli.doctor import doctor
 from dualvec.cli.flags import flags, rollback
 from dualvec.cli.mismatches import mismatches
+from dualvec.cli.remote import REMOTE_COMMANDS
 from dualvec.cli.replay import replay
 from dualvec.cli.serve import serve
 from dualvec.cli.status import status
@@ -29,9 +30,19 @@ __all__ = ["cli", "main"]
     envvar="DUALVEC_CONFIG",
     help="TOML settings file (default: config/dualvec.toml when present).",
 )
+@click.option(
+    "--server",
+    envvar="DUALVEC_SERVER",
+    metavar="URL",
+    help="Run the command through this `dualvec serve` (status, flags, rollback, replay, backfill, "
+    "verify): no config file, no store opened here. Sends DUALVEC_ADMIN_TOKEN as a bearer token.",
+)
 @click.option("--log-level", default="INFO", show_default=True, help="Log level on stderr.")
 @click.option("--log-json/--log-console", default=None, help="Log format (default: console on a terminal).")
-def cli(config: str | None, log_level: str, log_json: bool | None) -> None:
+@click.pass_context
+def cli(
+    ctx: click.Context, config: str | None, server: str | None, log_level: str, log_json: bool | None
+) -> None:
     """Migrate a vector index to sqlite-vec with dual writes, sticky read ramps and shadow reads.
 
     Exit codes: 0 ok, 1 error, 2 usage, 3 verify found differences, 130 interrupted.
@@ -39,6 +50,13 @@ def cli(config: str | None, log_level: str, log_json: bool | None) -> None:
     configure_logging(json=log_json, level=log_level)
     if config:
         os.environ["DUALVEC_CONFIG"] = config
+    if server and ctx.invoked_subcommand in REMOTE_COMMANDS:
+        ctx.obj = {"server": server}
+    elif server and ctx.get_parameter_source("server") is click.core.ParameterSource.COMMANDLINE:
+        # From DUALVEC_SERVER, the other commands (serve, demo, ...) just run locally.
+        raise click.UsageError(
+            f"--server runs only {', '.join(sorted(REMOTE_COMMANDS))}, not {ctx.invoked_subcommand}"
+        )
 
 
 for command in (

@@ -13,6 +13,7 @@ from dualvec.cli.common import (
     opened_stores,
     settings,
 )
+from dualvec.cli.remote import remote_client
 from dualvec.outbox import Outbox
 from dualvec.replay import replay_until_drained
 
@@ -29,9 +30,17 @@ def replay(collections: tuple[str, ...], batch_size: int, as_json: bool) -> None
 
     Safe beside running writers and other replayers. Exits 1 if some ids could not be repaired.
     """
+    summary: dict[str, dict[str, int]]
+    remote = remote_client()
+    if remote is not None:
+        with errors_exit():
+            body = {"collections": list(collections) or None, "batch_size": batch_size}
+            summary = remote.call("POST", "/admin/replay", body)["collections"]
+        _print(summary, as_json)
+        return
     config = settings()
     names = chosen_collections(config, collections)
-    summary: dict[str, dict[str, int]] = {}
+    summary = {}
     with errors_exit():
         for name in names:
             with opened_stores(config, name) as stores, Outbox(config.outbox_path, name) as outbox:
@@ -43,6 +52,12 @@ def replay(collections: tuple[str, ...], batch_size: int, as_json: bool) -> None
                 "failed": total.failed,
                 "remaining": remaining,
             }
+    _print(summary, as_json)
+
+
+def _print(summary: dict[str, dict[str, int]], as_json: bool) -> None:
+    """Print per-collection counts (worked out here, or answered by a service); exit 1 when some
+    ids remain."""
     if as_json:
         echo_json({"collections": summary})
     else:

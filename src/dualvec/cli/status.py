@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from dualvec.cli.common import chosen_collections, collections_option, echo_json, errors_exit, settings
+from dualvec.cli.remote import remote_client
 from dualvec.errors import DualvecError
 from dualvec.outbox import Outbox
 from dualvec.phases import collection_flags
@@ -48,11 +49,16 @@ def collection_status(config: Settings, name: str) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 def status(collections: tuple[str, ...], as_json: bool) -> None:
     """Each collection's phase, flags and their source, record counts per store, outbox depth
-    and oldest age."""
-    config = settings()
-    names = chosen_collections(config, collections)
-    with errors_exit():
-        data = {"collections": {name: collection_status(config, name) for name in names}}
+    and oldest age (with --server: as the service sees them)."""
+    remote = remote_client()
+    if remote is not None:
+        with errors_exit():
+            data = remote.call("GET", "/admin/status", query=[("collection", name) for name in collections])
+    else:
+        config = settings()
+        names = chosen_collections(config, collections)
+        with errors_exit():
+            data = {"collections": {name: collection_status(config, name) for name in names}}
     if as_json:
         echo_json(data)
         return

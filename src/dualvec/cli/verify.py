@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,32 +17,44 @@ from dualvec.cli.common import (
     settings,
 )
 from dualvec.cli.progress import progress_reporter
+from dualvec.cli.remote import remote_client, run_job, unsupported
 from dualvec.outbox import Outbox
 from dualvec.phases import collection_flags, record_verify, write_roles
 from dualvec.progress import DEFAULT_BATCH_SIZE
-from dualvec.verify import VerifyResult, verify
+from dualvec.verify import verify
 
 __all__ = ["verify_command"]
 
 _LABELS = {"missing": "missing in {secondary}", "extra": "extra in {secondary}"}
 
 
-def _print(name: str, result: VerifyResult) -> None:
+def _print(name: str, result: dict[str, Any]) -> None:
+    """Print one collection's `VerifyResult.as_dict()` (worked out here, or by a service)."""
     click.echo(
-        f"{name}: verify {result.primary} (primary) against {result.secondary}: "
-        f"{result.checked['primary']} + {result.checked['secondary']} records in {result.seconds:.1f} s"
+        f"{name}: verify {result['primary']} (primary) against {result['secondary']}: "
+        f"{result['checked']['primary']} + {result['checked']['secondary']} records in "
+        f"{result['seconds']:.1f} s"
     )
-    if result.before is not None and result.repaired is not None:
-        found = sum(result.before.values())
+    before, repaired = result["before"], result["repaired"]
+    if before is not None and repaired is not None:
         click.echo(
-            f"repair: {found} differences found; replayed {result.repaired.upserted} upserts, "
-            f"{result.repaired.deleted} deletes, {result.repaired.failed} failed"
+            f"repair: {sum(before.values())} differences found; replayed {repaired['upserted']} upserts, "
+            f"{repaired['deleted']} deletes, {repaired['failed']} failed"
         )
-    for kind, count in result.counts.items():
-        label = _LABELS.get(kind, f"{kind} differs").format(secondary=result.secondary)
-        sample = result.samples[kind]
+    for kind, count in result["counts"].items():
+        label = _LABELS.get(kind, f"{kind} differs").format(secondary=result["secondary"])
+        sample = result["samples"][kind]
         click.echo(f"  {label:<20} {count}" + (f"   e.g. {', '.join(sample)}" if sample else ""))
-    click.echo("clean" if result.clean else f"{result.differences} differences")
+    click.echo("clean" if result["clean"] else f"{result['differences']} differences")
+
+
+def _finish(results: dict[str, dict[str, Any]], as_json: bool) -> None:
+    """The JSON summary when asked for, and exit 3 unless every collection is clean."""
+    clean = all(result["clean"] for result in results.values())
+    if as_json:
+        echo_json({"collections": results, "clean": clean})
+    if not clean:
+        raise SystemExit(EXIT_DIFFERENCES)
 
 
 @click.command("verify")
@@ -83,13 +96,33 @@ def verify_command(
 
     The result is kept next to the outbox (verify-<collection>.json): `flags set` sends reads to
     the target only after a clean one. Exits 0 when equal, 3 when not, 1 on error, 130 when
-    interrupted (run it again to resume).
+    interrupted (run it again to resume). With --server the service runs it as a job, on the
+    stores it holds open, and keeps the result where its `flags set` looks.
     """
+    remote = remote_client()
+    if remote is not None:
+        unsupported("--checkpoint", checkpoint)
+        body = {
+            "kind": "verify",
+            "collections": list(collections) or None,
+            "repair": repair,
+            "sample": sample,
+            "tolerance": tolerance,
+            "batch_size": batch_size,
+            "restart": restart,
+        }
+        with errors_exit():
+            remote_results: dict[str, dict[str, Any]] = run_job(remote, body, silent=silent)["collections"]
+        if not as_json:
+            for name, entry in remote_results.items():
+                _print(name, entry)
+        _finish(remote_results, as_json)
+        return
     config = settings()
     names = chosen_collections(config, collections)
     if checkpoint is not None and len(names) > 1:
         raise click.UsageError("--checkpoint names one collection's progress file: add --collection NAME")
-    results: dict[str, VerifyResult] = {}
+    results: dict[str, dict[str, Any]] = {}
     with errors_exit():
         for name in names:
             primary, _ = write_roles(collection_flags(config, name).flags.phase)
@@ -112,11 +145,7 @@ def verify_command(
                     on_progress=on_progress,
                 )
             record_verify(config, name, result)
-            results[name] = result
+            results[name] = result.as_dict()
             if not as_json:
-                _print(name, result)
-    clean = all(result.clean for result in results.values())
-    if as_json:
-        echo_json({"collections": {name: r.as_dict() for name, r in results.items()}, "clean": clean})
-    if not clean:
-        raise SystemExit(EXIT_DIFFERENCES)
+                _print(name, results[name])
+    _finish(results, as_json)

@@ -23,9 +23,8 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from dualvec.cli.flags import flags_report
 from dualvec.errors import ConfigError, DualvecError
-from dualvec.flags import FLAG_KEYS, FlagSnapshot
+from dualvec.flags import FLAG_KEYS, FlagSnapshot, flags_report
 from dualvec.outbox import Role
 from dualvec.phases import change_flags, collection_flags, copy_problem, rollback_flags
 from dualvec.progress import DEFAULT_BATCH_SIZE
