@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/shadow.py
 	$(BIN)/python benchmarks/backfill.py
 	$(BIN)/python benchmarks/migration.py
+	$(BIN)/python benchmarks/quantized.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

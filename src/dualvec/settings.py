@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
@@ -106,6 +106,11 @@ class CollectionConfig(BaseModel):
     vector_source: str = "vector"
     id_type: str = "str"
     legacy: LegacyNames = LegacyNames()
+    # The sqlite-vec target's index (see dualvec.stores.quantize), added to the target URL's
+    # query where the URL does not set them: per collection, even on a shared target_url.
+    quantize: Literal["none", "bit", "int8"] | None = None
+    oversample: int | None = Field(default=None, ge=1, le=4096)
+    matryoshka_dim: int | None = Field(default=None, ge=1)
 
 
 class Settings(BaseSettings):
@@ -212,13 +217,13 @@ class Settings(BaseSettings):
                 f"collection {name!r} has no legacy_url or target_url: set them at the top level "
                 f"(DUALVEC_LEGACY_URL, DUALVEC_TARGET_URL) or in [collections.{name}]"
             )
-        return legacy, target
+        return legacy, _with_index_options(target, config, name)
 
     def specs(self, name: str | None = None) -> tuple[CollectionSpec, CollectionSpec]:
         """The (legacy, target) specs of a collection: same data, each store's own names."""
         name = name or self.default_collection()
         config = self.collection_config(name)
-        base = config.model_dump(exclude={"legacy", "legacy_url", "target_url"})
+        base = config.model_dump(exclude={"legacy", "legacy_url", "target_url", *_INDEX_KEYS})
         names = config.legacy
         unknown = sorted(set(names.fields) - set(config.fields))
         try:
@@ -239,6 +244,35 @@ class Settings(BaseSettings):
         except (ValidationError, ValueError, ConfigError) as exc:
             raise ConfigError(f"collection {name!r}: {exc}") from exc
         return legacy, target
+
+
+_INDEX_KEYS = ("quantize", "oversample", "matryoshka_dim")
+
+
+def _with_index_options(url: str, config: CollectionConfig, name: str) -> str:
+    """The target URL with the collection's index keys added to its query; a key the URL
+    sets to another value is refused rather than silently overridden."""
+    wanted = {key: str(getattr(config, key)) for key in _INDEX_KEYS if getattr(config, key) is not None}
+    if not wanted:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite-vec":
+        raise ConfigError(
+            f"[collections.{name}] sets {sorted(wanted)}, which only a sqlite-vec target has; "
+            f"its target is {url!r}"
+        )
+    given = dict(parse_qsl(parts.query, keep_blank_values=True))
+    clash = sorted(key for key in wanted if key in given and given[key] != wanted[key])
+    if clash:
+        raise ConfigError(
+            f"[collections.{name}] sets {', '.join(f'{k} = {wanted[k]}' for k in clash)} but its "
+            f"target URL {url!r} says {', '.join(f'{k}={given[k]}' for k in clash)}; keep one"
+        )
+    added = urlencode({key: value for key, value in wanted.items() if key not in given})
+    if not added:
+        return url
+    # Appended as text: urlunsplit would turn sqlite-vec:///abs into sqlite-vec:/abs.
+    return url + ("&" if parts.query else "" if url.endswith("?") else "?") + added
 
 
 def _table_of(url: str, collection: str) -> tuple[str, str, str]:

@@ -75,6 +75,9 @@ class FieldSpec(_Checked):
     # match a missing value, in any store: $eq, $ne, $in, $nin and ranges all test set values.
     # Stored-only fields may always be missing.
     optional: bool = False
+    # A filterable str/int/bool field that becomes a sqlite-vec partition key, so a search
+    # filtered by it scans only its partition (a tenant, a script); other stores ignore it.
+    partition: bool = False
     # The column or payload key in a store created without dualvec; defaults to the field name.
     source: str | None = None
 
