@@ -49,9 +49,9 @@ def print_report(report: DemoReport) -> None:
 
 
 @click.command()
-@click.option("--records", default=20_000, show_default=True, type=click.IntRange(100, 1_000_000))
+@click.option("--records", default=10_000, show_default=True, type=click.IntRange(100, 1_000_000))
 @click.option("--dim", default=384, show_default=True, type=click.IntRange(2, 4096))
-@click.option("--phase-seconds", default=4.0, show_default=True, type=click.FloatRange(0.5, 600))
+@click.option("--phase-seconds", default=3.0, show_default=True, type=click.FloatRange(0.5, 600))
 @click.option(
     "--port",
     default=9464,
