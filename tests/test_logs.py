@@ -104,3 +104,34 @@ def test_importing_dualvec_configures_no_logging():
         "assert not logging.getLogger().handlers\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+QUIET_APP = """
+import json, pathlib, sys
+from dualvec import Router, Settings, open_store
+from dualvec.testing import make_records, sample_spec
+
+data = pathlib.Path(sys.argv[1])
+spec = sample_spec(dim=4)
+router = Router.over(
+    open_store("memory://", spec),
+    open_store("memory://", spec),
+    Settings(flag_file=data / "flags.json", outbox_path=data / "outbox.db", flag_poll_seconds=0.05),
+)
+(data / "flags.json").write_text(json.dumps({"phase": "dual", "shadow_percent": 100}))
+import time; time.sleep(0.3)  # the watcher logs flags_changed; shadows log their comparisons
+router.upsert(make_records(5, 4))
+router.search(make_records(1, 4, seed=9)[0].vector, k=3)
+(data / "flags.json").write_text("{ not json")  # logged as an error, at the library's level
+time.sleep(0.3)
+router.close()
+"""
+
+
+def test_the_library_prints_nothing_until_the_app_configures_logging(tmp_path):
+    """An unconfigured app gets structlog's defaults, which print to stdout: a CLI app's output
+    would carry dualvec's events. dualvec's own loggers stay silent until configured."""
+    child = subprocess.run(
+        [sys.executable, "-c", QUIET_APP, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert (child.stdout, child.stderr) == ("", "")
