@@ -22,15 +22,13 @@ from dualvec.flags import FlagSnapshot
 from dualvec.metrics import OUTCOMES, DualvecMetrics
 from dualvec.metrics_server import start_metrics_server
 from dualvec.migration import Migration
-from dualvec.outbox import Role
-from dualvec.phases import change_flags, record_verify, rollback_flags
+from dualvec.phases import change_flags, rollback_flags, verify_collection
 from dualvec.records import Record
 from dualvec.registry import open_store
 from dualvec.settings import CollectionConfig, Phase, Settings, ShadowSettings
 from dualvec.spec import CollectionSpec, FieldSpec
 from dualvec.testing.data import SAMPLE_FIELDS
 from dualvec.testing.faults import sqlite_locked
-from dualvec.verify import verify
 from dualvec.workload import Workload
 
 __all__ = ["DemoReport", "PhaseReport", "run_demo"]
@@ -307,20 +305,13 @@ class Demo:
 
         self._phase(workloads, report, "backfill", run_backfill)
 
-        def run_verify(label: str, names: tuple[str, ...], primary: Role = "legacy") -> Callable[[], str]:
+        def run_verify(label: str, names: tuple[str, ...]) -> Callable[[], str]:
             def body() -> str:
                 notes = []
                 for name in names:
                     router = migration[name]
-                    result = verify(
-                        router.stores["legacy"],
-                        router.stores["target"],
-                        router.outbox,
-                        primary=primary,
-                        repair=True,
-                    )
+                    result = verify_collection(self.settings, name, router.stores, router.outbox, repair=True)
                     report.verifies[f"{name} {label}"] = result.as_dict()
-                    record_verify(self.settings, name, result)
                     notes.append(f"{name}: {result.summary()}")
                 return "; ".join(notes)
 
@@ -357,9 +348,7 @@ class Demo:
         self._phase(workloads, report, "re-ramp docs 100%")
         _wait_for(lambda: docs.outbox.stats().depth == 0, timeout=30)
         self.set_flags(migration, DOCS, phase=Phase.TARGET_PRIMARY, shadow_percent=10.0)
-        self._phase(
-            workloads, report, "docs target-primary", run_verify("final (target-primary)", (DOCS,), "target")
-        )
+        self._phase(workloads, report, "docs target-primary", run_verify("final (target-primary)", (DOCS,)))
         self.set_flags(migration, DOCS, shadow_percent=0.0)
         self.set_flags(migration, DOCS, phase=Phase.TARGET)
         self._phase(workloads, report, "docs target")

@@ -33,8 +33,9 @@ from dualvec.errors import ConfigError
 from dualvec.flags import FLAG_KEYS, FlagFile, FlagOverrides, FlagSnapshot, read_flag_file, write_flag_file
 from dualvec.logs import get_logger
 from dualvec.outbox import Outbox, OutboxStats, Role
+from dualvec.protocol import VectorStore
 from dualvec.settings import Flags, Phase, Settings
-from dualvec.verify import VerifyResult, read_verify_state, write_verify_state
+from dualvec.verify import VerifyResult, read_verify_state, verify, write_verify_state
 
 __all__ = [
     "IN_FLIGHT_SECONDS",
@@ -48,6 +49,7 @@ __all__ = [
     "rollback_flags",
     "rolled_back",
     "settle_seconds",
+    "verify_collection",
     "write_roles",
 ]
 
@@ -281,6 +283,24 @@ def record_verify(settings: Settings, collection: str, result: VerifyResult) -> 
         legacy_url=legacy_url,
         target_url=target_url,
     )
+
+
+def verify_collection(
+    settings: Settings,
+    collection: str,
+    stores: Mapping[Role, VectorStore],
+    outbox: Outbox,
+    **options: Any,
+) -> VerifyResult:
+    """Verify `collection`'s two stores against the primary its phase names and record the
+    result where the rules look for it: what the CLI, the service's jobs and the demo run.
+    `options` go to `dualvec.verify.verify`; the checkpoint defaults to the collection's own."""
+    primary, _ = write_roles(collection_flags(settings, collection).flags.phase)
+    if options.get("checkpoint") is None:
+        options["checkpoint"] = settings.state_file("verify-progress", collection).with_suffix(".db")
+    result = verify(stores["legacy"], stores["target"], outbox, primary=primary, **options)
+    record_verify(settings, collection, result)
+    return result
 
 
 def copy_problem(settings: Settings, collection: str, command: str) -> str | None:

@@ -19,9 +19,8 @@ from dualvec.cli.common import (
 from dualvec.cli.progress import progress_reporter
 from dualvec.cli.remote import remote_client, run_job, unsupported
 from dualvec.outbox import Outbox
-from dualvec.phases import collection_flags, record_verify, write_roles
+from dualvec.phases import verify_collection
 from dualvec.progress import DEFAULT_BATCH_SIZE
-from dualvec.verify import verify
 
 __all__ = ["verify_command"]
 
@@ -125,26 +124,24 @@ def verify_command(
     results: dict[str, dict[str, Any]] = {}
     with errors_exit():
         for name in names:
-            primary, _ = write_roles(collection_flags(config, name).flags.phase)
             with (
                 opened_stores(config, name) as stores,
                 Outbox(config.outbox_path, name) as outbox,
                 progress_reporter(f"verify {name}", silent=silent) as on_progress,
             ):
-                result = verify(
-                    stores["legacy"],
-                    stores["target"],
+                result = verify_collection(
+                    config,
+                    name,
+                    stores,
                     outbox,
-                    primary=primary,
                     repair=repair,
                     tolerance=tolerance,
                     sample=sample,
                     batch_size=batch_size,
-                    checkpoint=checkpoint or config.state_file("verify-progress", name).with_suffix(".db"),
+                    checkpoint=checkpoint,
                     restart=restart,
                     on_progress=on_progress,
                 )
-            record_verify(config, name, result)
             results[name] = result.as_dict()
             if not as_json:
                 _print(name, results[name])

@@ -20,9 +20,8 @@ from dualvec.backfill import backfill
 from dualvec.errors import DualvecError
 from dualvec.logs import get_logger
 from dualvec.migration import Migration
-from dualvec.phases import collection_flags, record_verify, settle_seconds, write_roles
+from dualvec.phases import settle_seconds, verify_collection
 from dualvec.progress import Progress, ProgressCallback
-from dualvec.verify import verify
 
 __all__ = ["Job", "JobKind", "Jobs", "backfill_job", "verify_job"]
 
@@ -205,21 +204,18 @@ def verify_job(
         results: dict[str, Any] = {}
         for name in names:
             router = migration.routers[name]
-            primary, _ = write_roles(collection_flags(settings, name).flags.phase)
-            result = verify(
-                router.stores["legacy"],
-                router.stores["target"],
+            result = verify_collection(
+                settings,
+                name,
+                router.stores,
                 router.outbox,
-                primary=primary,
                 repair=repair,
                 tolerance=tolerance,
                 sample=sample,
                 batch_size=batch_size,
-                checkpoint=settings.state_file("verify-progress", name).with_suffix(".db"),
                 restart=restart,
                 on_progress=job.reporter(name, stopping),
             )
-            record_verify(settings, name, result)
             results[name] = result.as_dict()
         return {"collections": results, "clean": all(entry["clean"] for entry in results.values())}
 
