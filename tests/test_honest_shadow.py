@@ -13,6 +13,7 @@ import pytest
 from helpers import sqlite_locked
 
 from dualvec import Record, open_store
+from dualvec.flags import Flags, Phase, write_flag_file
 from dualvec.mismatch_log import MismatchLog
 from dualvec.router import Router
 from dualvec.settings import Settings, ShadowSettings
@@ -178,3 +179,33 @@ def test_a_real_divergence_is_a_mismatch_naming_the_id(tmp_path, divergence):
     assert counts["mismatch"] > 0 and counts["in_flight"] == 0, counts
     samples = MismatchLog(tmp_path / "mismatches.jsonl").latest(10)
     assert samples and all(victim.id in {h.id for h in (*s.legacy, *s.target)} for s in samples), samples
+
+
+def test_a_shadow_that_runs_after_the_collection_left_dual_writes_is_dropped_not_a_mismatch(tmp_path):
+    """The demo's last phase: shadows queued in target-primary run after the flip to `target`,
+    when legacy no longer receives writes. Comparing against it would report the writes it
+    missed as mismatches; the comparison is dropped and counted instead."""
+    spec = sample_spec(dim=DIM, metric="l2")
+    legacy = open_store(f"sqlite-blob://{tmp_path}/legacy.db", spec)
+    target = open_store(f"sqlite-vec://{tmp_path}/target.db", spec)
+    start = make_records(LIVE, DIM, seed=1)
+    legacy.upsert(start)
+    target.upsert(start)
+    config = settings(tmp_path).model_copy(update={"phase": "target-primary"})
+    router = Router.over(SlowSearches(legacy, 1.5), target, config, start_replayer=False)
+    query = start[3]
+    try:
+        router.search(query.vector, k=10)  # served by the target; legacy's shadow answers later
+        write_flag_file(tmp_path / "flags.json", Flags(phase=Phase.TARGET))
+        deadline = time.monotonic() + 1.0
+        while router.flags.flags.phase is not Phase.TARGET:
+            assert time.monotonic() < deadline, "flag change not seen within a second"
+            time.sleep(0.02)
+        router.upsert([Record("after-the-flip", query.vector, query.metadata)])  # target only now
+        router.shadow.close()
+        counts = outcomes(router)
+        dropped = router.metrics.value("dualvec_shadow_dropped_total", reason="phase_changed")
+    finally:
+        router.close()
+    assert counts == {"match": 0, "mismatch": 0, "in_flight": 0}
+    assert dropped == 1

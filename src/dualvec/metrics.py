@@ -13,12 +13,18 @@ Does the target answer like legacy?            ``dualvec_shadow_comparisons_tota
                                                ``dualvec_shadow_distance_delta``
 Are we comparing the sample we asked for?      ``dualvec_shadow_dropped_total{reason}``
 Can the comparisons themselves be trusted?     ``dualvec_compare_errors_total``
+Does the target fail operations?               ``dualvec_read_failures_total{store,op}``,
+                                               ``dualvec_write_failures_total{store,op}``
 Does every write reach both stores?            ``dualvec_write_failures_total{store,op}``,
                                                ``dualvec_outbox_depth``,
                                                ``dualvec_outbox_oldest_age_seconds``,
                                                ``dualvec_repairs_total{kind}``
 What is each process configured to do?         ``dualvec_flag_read_percent``,
                                                ``dualvec_flag_shadow_percent``, ``dualvec_phase``
+What did the automatic guard measure?          ``dualvec_guard_checks_total{check,result}``,
+                                               ``dualvec_guard_value{check}``,
+                                               ``dualvec_guard_threshold{check}``
+Did the guard roll back, and why?              ``dualvec_guard_rollbacks_total{reason}``
 Which versions are running?                    ``dualvec_build_info{version,python,sqlite_vec}``
 =============================================  ====================================================
 
@@ -57,21 +63,29 @@ from dualvec.errors import ConfigError
 __all__ = [
     "DISTANCE_DELTA_BUCKETS",
     "DROP_REASONS",
+    "GUARD_CHECKS",
+    "GUARD_RESULTS",
     "LATENCY_BUCKETS",
     "OPS",
     "OUTCOMES",
     "PHASES",
+    "READ_OPS",
     "RECALL_BUCKETS",
     "ROLES",
+    "ROLLBACK_REASONS",
     "STORES",
     "WRITE_OPS",
     "CollectionMetrics",
     "DropReason",
     "DualvecMetrics",
+    "GuardCheck",
+    "GuardResult",
     "Op",
     "Outcome",
     "Phase",
+    "ReadOp",
     "Role",
+    "RollbackReason",
     "Store",
     "WriteOp",
     "multiprocess_registry",
@@ -81,11 +95,18 @@ Store = Literal["legacy", "target"]
 Op = Literal["upsert", "delete", "get", "search", "count", "scan"]
 Role = Literal["primary", "secondary", "shadow"]
 Phase = Literal["legacy", "dual", "target-primary", "target"]
-DropReason = Literal["saturated", "timeout", "error"]
+DropReason = Literal["saturated", "timeout", "error", "phase_changed"]
 # match: the answers agree; mismatch: they differ; in_flight: they differ only by ids being
 # written between the two reads (see dualvec.recent_writes).
 Outcome = Literal["match", "mismatch", "in_flight"]
 WriteOp = Literal["upsert", "delete"]
+ReadOp = Literal["search", "get"]
+# What the guard checks over an interval (see dualvec.guard.checks), what each check found, and
+# why it rolled a collection back: a failed check, an interval without data under
+# on_no_data = "fail", or signals it could not read.
+GuardCheck = Literal["comparisons", "mismatch_ratio", "recall", "p99_ratio", "error_ratio"]
+GuardResult = Literal["pass", "fail", "no_data"]
+RollbackReason = Literal["mismatch_ratio", "recall", "p99_ratio", "error_ratio", "no_data", "source_error"]
 
 STORES: tuple[Store, ...] = get_args(Store)
 OPS: tuple[Op, ...] = get_args(Op)
@@ -94,6 +115,10 @@ PHASES: tuple[Phase, ...] = get_args(Phase)
 DROP_REASONS: tuple[DropReason, ...] = get_args(DropReason)
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 WRITE_OPS: tuple[WriteOp, ...] = get_args(WriteOp)
+READ_OPS: tuple[ReadOp, ...] = get_args(ReadOp)
+GUARD_CHECKS: tuple[GuardCheck, ...] = get_args(GuardCheck)
+GUARD_RESULTS: tuple[GuardResult, ...] = get_args(GuardResult)
+ROLLBACK_REASONS: tuple[RollbackReason, ...] = get_args(RollbackReason)
 
 # 0.1 ms (an in-process lookup) to 5 s (a store in trouble), about 2.5x apart.
 LATENCY_BUCKETS = (
@@ -194,7 +219,8 @@ class DualvecMetrics:
         )
         self.dropped = Counter(
             "dualvec_shadow_dropped",
-            "Shadow reads not compared: pool saturated, candidate too slow, or candidate raised.",
+            "Shadow reads not compared: pool saturated, candidate too slow, candidate raised, or the "
+            "collection left dual writes before the comparison ran.",
             ["collection", "reason"],
             registry=reg,
         )
@@ -207,6 +233,12 @@ class DualvecMetrics:
         self.write_failures = Counter(
             "dualvec_write_failures",
             "Writes a store refused, by store and operation.",
+            ["collection", "store", "op"],
+            registry=reg,
+        )
+        self.read_failures = Counter(
+            "dualvec_read_failures",
+            "Reads a store failed, by store and operation, whether served or shadow.",
             ["collection", "store", "op"],
             registry=reg,
         )
@@ -250,6 +282,32 @@ class DualvecMetrics:
             ["collection", "phase"],
             registry=reg,
             multiprocess_mode="livemax",
+        )
+        self.guard_checks = Counter(
+            "dualvec_guard_checks",
+            "Guard checks evaluated at the end of an interval, by check and result.",
+            ["collection", "check", "result"],
+            registry=reg,
+        )
+        self.guard_value = Gauge(
+            "dualvec_guard_value",
+            "What each guard check last measured (comparisons: a count; the others: ratios).",
+            ["collection", "check"],
+            registry=reg,
+            multiprocess_mode="livemostrecent",
+        )
+        self.guard_threshold = Gauge(
+            "dualvec_guard_threshold",
+            "The limit each guard check was last held to (a minimum or a maximum, see the check).",
+            ["collection", "check"],
+            registry=reg,
+            multiprocess_mode="livemostrecent",
+        )
+        self.guard_rollbacks = Counter(
+            "dualvec_guard_rollbacks",
+            "Collections the guard rolled back, by the reason.",
+            ["collection", "reason"],
+            registry=reg,
         )
         build_info = Gauge(
             "dualvec_build_info",
@@ -301,12 +359,25 @@ class CollectionMetrics:
         self._write_failures = {
             (s, o): f.write_failures.labels(collection=name, store=s, op=o) for s in STORES for o in WRITE_OPS
         }
+        self._read_failures = {
+            (s, o): f.read_failures.labels(collection=name, store=s, op=o) for s in STORES for o in READ_OPS
+        }
         self._outbox_depth = f.outbox_depth.labels(collection=name)
         self._outbox_age = f.outbox_age.labels(collection=name)
         self._repairs = {k: f.repairs.labels(collection=name, kind=k) for k in WRITE_OPS}
         self._read_percent = f.read_percent.labels(collection=name)
         self._shadow_percent = f.shadow_percent.labels(collection=name)
         self._phase = {p: f.phase.labels(collection=name, phase=p) for p in PHASES}
+        self._guard_checks = {
+            (c, r): f.guard_checks.labels(collection=name, check=c, result=r)
+            for c in GUARD_CHECKS
+            for r in GUARD_RESULTS
+        }
+        self._guard_value = {c: f.guard_value.labels(collection=name, check=c) for c in GUARD_CHECKS}
+        self._guard_threshold = {c: f.guard_threshold.labels(collection=name, check=c) for c in GUARD_CHECKS}
+        self._guard_rollbacks = {
+            r: f.guard_rollbacks.labels(collection=name, reason=r) for r in ROLLBACK_REASONS
+        }
 
     def value(self, metric: str, **labels: str) -> float:
         """A sample of this collection as this process's registry holds it (0 when absent):
@@ -357,6 +428,10 @@ class CollectionMetrics:
         """A failure inside comparison or publishing."""
         self._compare_errors.inc()
 
+    def read_failed(self, store: Store, op: ReadOp) -> None:
+        """A read (search or get) that `store` failed, served to a caller or run as a shadow."""
+        _child(self._read_failures, (store, op)).inc()
+
     # writes and repair
 
     def write_failed(self, store: Store, op: WriteOp) -> None:
@@ -381,3 +456,19 @@ class CollectionMetrics:
             gauge.set(1 if gauge is current else 0)
         self._read_percent.set(read_percent)
         self._shadow_percent.set(shadow_percent)
+
+    # the guard
+
+    def guard_checked(
+        self, check: GuardCheck, result: GuardResult, value: float | None, threshold: float
+    ) -> None:
+        """One check at the end of an interval; `value` None when there was nothing to measure
+        (the last measured value stays)."""
+        _child(self._guard_checks, (check, result)).inc()
+        _child(self._guard_threshold, check).set(threshold)
+        if value is not None:
+            _child(self._guard_value, check).set(value)
+
+    def guard_rolled_back(self, reason: RollbackReason) -> None:
+        """The guard rolled this collection back."""
+        _child(self._guard_rollbacks, reason).inc()

@@ -146,6 +146,10 @@ class Router(Closing):
         """The flags this collection follows now."""
         return self._flags.current(self.spec.name)
 
+    def _writes_both(self) -> bool:
+        """Whether every write still reaches both stores, so their answers should agree."""
+        return write_roles(self.flags.flags.phase)[1] is not None
+
     def reads_target(self, flags: Flags, key: str | None) -> bool:
         if flags.phase is Phase.LEGACY:
             return False
@@ -182,7 +186,7 @@ class Router(Closing):
         self.metrics.served(served)
         # Sampled per read, not per key: every tenant gets compared, at the same rate, and the
         # sample is independent of which store served the read.
-        if flags.phase in (Phase.DUAL, Phase.TARGET_PRIMARY) and in_percent(None, "", flags.shadow_percent):
+        if write_roles(flags.phase)[1] is not None and in_percent(None, "", flags.shadow_percent):
             other = other_role(served)
             other_store = self.stores[other]
             self.shadow.submit(
@@ -197,6 +201,7 @@ class Router(Closing):
                 routing_key_hash=key_fingerprint(key),
                 recent=self.recent,
                 since=since,
+                comparable=self._writes_both,
             )
         return hits
 

@@ -85,6 +85,7 @@ class _Job:
     run_served: Callable[[], Sequence[Hit]] | None
     recent: RecentWrites | None
     since: float
+    comparable: Callable[[], bool] | None
 
 
 class ShadowRunner(Closing):
@@ -140,10 +141,14 @@ class ShadowRunner(Closing):
         run_served: Callable[[], Sequence[Hit]] | None = None,
         recent: RecentWrites | None = None,
         since: float = 0.0,
+        comparable: Callable[[], bool] | None = None,
     ) -> bool:
         """Queue a shadow read, counted in `metrics` (its collection's); False when it was
         dropped (saturated, closed, or bad arguments). `recent` and `since` (the monotonic time
         the served read began) let a difference made only by writes in flight be told apart.
+        `comparable` says whether both stores still receive every write: a shadow that runs after
+        the collection left dual writes (phase `target`, or a rollback to `legacy`) compares a
+        store that stopped following, so it is dropped (``reason="phase_changed"``), not counted.
 
         Structlog context variables bound by the caller (collection, request id) follow the job
         into the worker.
@@ -163,6 +168,7 @@ class ShadowRunner(Closing):
                 run_served,
                 recent,
                 since,
+                comparable,
             )
             with self._lock:  # so that close() cannot shut the pool between the check and submit
                 if self._closed:
@@ -194,6 +200,8 @@ class ShadowRunner(Closing):
 
     def _shadow(self, job: _Job) -> None:
         metrics = job.metrics
+        if not self._comparable(job):
+            return
         start = perf_counter()
         try:
             other_hits = tuple(job.run_other())
@@ -224,9 +232,18 @@ class ShadowRunner(Closing):
                     outcome = "in_flight"
                     log.debug("shadow_in_flight", query_id=job.query_id, reasons=comparison.reasons)
             stage = "publish"
-            self._publish(job, outcome, comparison, legacy, target)
+            if self._comparable(job):
+                self._publish(job, outcome, comparison, legacy, target)
         except Exception as exc:
             self._failed(metrics, stage, job.query_id, exc)
+
+    @staticmethod
+    def _comparable(job: _Job) -> bool:
+        """False (and counted as a drop) once the collection stopped writing both stores."""
+        if job.comparable is None or job.comparable():
+            return True
+        job.metrics.shadow_dropped("phase_changed")
+        return False
 
     @staticmethod
     def _by_store(
