@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -36,6 +36,8 @@ __all__ = [
     "FlagFile",
     "FlagOverrides",
     "FlagSnapshot",
+    "FlagSource",
+    "FlagSourceFactory",
     "FlagWatcher",
     "flags_report",
     "read_flag_file",
@@ -121,6 +123,23 @@ def write_flag_file(path: Path, flags: Flags | FlagFile) -> None:
         for name, override in content.collections.items()
     }
     write_json_atomic(path, {**data, "updated_at": time.time()})
+
+
+class FlagSource(Protocol):
+    """Where a process's flags come from: the flag file by default (`FlagWatcher`), or a flag
+    service. A source keeps each collection's last good flags and calls `on_change` when a
+    collection's flags change; a bad value never reaches a router."""
+
+    def current(self, collection: str) -> FlagSnapshot:
+        """The flags `collection` follows now."""
+
+    def close(self) -> None:
+        """Stop watching; `current` keeps answering the last flags."""
+
+
+FlagSourceFactory = Callable[[Mapping[str, Flags], Callable[[str, FlagSnapshot], None]], FlagSource]
+"""Builds a process's flag source from each collection's configured flags and the callback that
+publishes a change (how `Migration` takes a flag service instead of the flag file)."""
 
 
 class FlagWatcher:

@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from dualvec.closing import Closing
 from dualvec.compare import CompareThresholds
 from dualvec.errors import ConfigError
-from dualvec.flags import FlagSnapshot, FlagWatcher
+from dualvec.flags import FlagSnapshot, FlagSourceFactory, FlagWatcher
 from dualvec.logs import get_logger
 from dualvec.metrics import DualvecMetrics
 from dualvec.mismatch_log import MismatchLog
@@ -47,7 +47,10 @@ class Migration(Closing):
         *,
         metrics: DualvecMetrics | None = None,
         start_replayer: bool = True,
+        flag_source: FlagSourceFactory | None = None,
     ) -> None:
+        """`flag_source` replaces the flag file as where flags come from (e.g.
+        `dualvec.openfeature_flags`); by default the settings' flag file is watched."""
         if not stores:
             raise ConfigError("a migration needs at least one collection")
         # Whatever is opened is closed again, newest first, on close or on a failed start.
@@ -76,11 +79,16 @@ class Migration(Closing):
                 max_workers=min(len(names), _MAX_SECONDARY_WRITERS), thread_name_prefix="dualvec-secondary"
             )
             opened.callback(writer.shutdown)
-            self.flags = FlagWatcher(
-                settings.flag_file,
-                dict.fromkeys(names, settings.flags),
-                poll_seconds=settings.flag_poll_seconds,
-                on_change=self._publish_flags,
+            base = dict.fromkeys(names, settings.flags)
+            self.flags = (
+                flag_source(base, self._publish_flags)
+                if flag_source is not None
+                else FlagWatcher(
+                    settings.flag_file,
+                    base,
+                    poll_seconds=settings.flag_poll_seconds,
+                    on_change=self._publish_flags,
+                )
             )
             opened.callback(self.flags.close)
             self.routers = {

@@ -6,8 +6,8 @@ failure never does (the replayer repairs it). Reads go to the target for a stick
 `read_percent` of routing keys, and a `shadow_percent` sample also runs on the other store in
 the background, compared and published, never delaying or failing the caller.
 
-Flags come from a `FlagWatcher`, so `dualvec flags set` and `dualvec rollback` reach a running
-router within a second.
+Flags come from a `FlagSource` (the flag file's `FlagWatcher` by default), so `dualvec flags
+set` and `dualvec rollback` reach a running router within a second.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from contextvars import ContextVar
 from dualvec.closing import Closing
 from dualvec.errors import ConfigError
 from dualvec.filters import Filter, parse_filter
-from dualvec.flags import FlagSnapshot, FlagWatcher
+from dualvec.flags import FlagSnapshot, FlagSource, FlagSourceFactory
 from dualvec.logs import get_logger
 from dualvec.metrics import CollectionMetrics, DualvecMetrics
 from dualvec.outbox import Op, Outbox, Role, other_role
@@ -82,7 +82,7 @@ class Router(Closing):
         settings: Settings,
         *,
         outbox: Outbox,
-        flags: FlagWatcher,
+        flags: FlagSource,
         shadow: ShadowRunner,
         metrics: CollectionMetrics,
         secondary_writer: ThreadPoolExecutor,
@@ -111,12 +111,17 @@ class Router(Closing):
         *,
         metrics: DualvecMetrics | None = None,
         start_replayer: bool = True,
+        flag_source: FlagSourceFactory | None = None,
     ) -> Router:
         """Route between two open stores, with a migration of their own (closed with the router)."""
         from dualvec.migration import Migration
 
         migration = Migration(
-            {target.spec.name: (legacy, target)}, settings, metrics=metrics, start_replayer=start_replayer
+            {target.spec.name: (legacy, target)},
+            settings,
+            metrics=metrics,
+            start_replayer=start_replayer,
+            flag_source=flag_source,
         )
         router = migration[target.spec.name]
         router._owner = migration
