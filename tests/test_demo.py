@@ -11,7 +11,7 @@ from dualvec.demo import run_demo
 @pytest.mark.slow
 def test_the_demo_walks_both_collections_through_their_phases(tmp_path):
     report = run_demo(
-        tmp_path / "demo", records=400, dim=16, phase_seconds=0.5, port=0, say=lambda line: None
+        tmp_path / "demo", records=400, dim=64, phase_seconds=0.5, port=0, say=lambda line: None
     )
     assert report.final_flags == {
         "docs": {"phase": "target", "read_percent": 100.0, "shadow_percent": 0.0},
@@ -29,3 +29,12 @@ def test_the_demo_walks_both_collections_through_their_phases(tmp_path):
     assert rows["docs", "read 100%"].reads["target"] > 0
     assert rows["claims", "legacy"].reads["target"] == 0
     assert "every outbox drained" in rows["docs", "sqlite-vec outage"].notes
+    # Signals you can trust: outside the outage, no comparison is a mismatch (writes in flight
+    # are set aside, and docs's quantized target stays above shadow.min_recall)...
+    compared = [p for p in report.phases if p.shadow_compared]
+    assert sum(p.shadow_compared for p in compared) > 50
+    assert {(p.collection, p.name): p.mismatches for p in compared if p.name != "sqlite-vec outage"} == {
+        (p.collection, p.name): 0 for p in compared if p.name != "sqlite-vec outage"
+    }
+    # ... and the fast target's recall is shown per phase.
+    assert rows["docs", "read 100%"].mean_recall is not None

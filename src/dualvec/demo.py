@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from dualvec.backfill import backfill
 from dualvec.flags import FlagSnapshot
@@ -68,31 +69,46 @@ class DemoReport:
     total_seconds: float = 0.0
 
 
-def _generate(spec: CollectionSpec, n: int, seed: int) -> list[list[Record]]:
-    """Clustered vectors (like real embeddings, unlike uniform noise) with varied metadata."""
+_TOPICS, _LATENT_DIM = 32, 24
+
+
+def doc_vectors(n: int, dim: int, rng: np.random.Generator) -> npt.NDArray[np.float32]:
+    """Vectors spread as a sentence model spreads them: a few dozen topics in a space of low
+    intrinsic dimension, projected up, plus noise. Uniform noise would make every neighbour a
+    near-tie, which no real index faces and no quantized scan could rank. The space itself is
+    fixed, so the stored records, live writes and queries all come from the same one."""
+    space = np.random.default_rng(0)
+    topics = space.standard_normal((_TOPICS, _LATENT_DIM))
+    projection = space.standard_normal((_LATENT_DIM, dim))
+    latent = topics[rng.integers(_TOPICS, size=n)] + 0.5 * rng.standard_normal((n, _LATENT_DIM))
+    return (latent @ projection + 0.5 * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+def doc_records(n: int, dim: int, seed: int, first: int = 0) -> list[Record]:
+    """Records of `docs`, ids from `doc-{first}`, with varied metadata."""
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((32, spec.dim)).astype(np.float32)
-    batches = []
-    for start in range(0, n, 2000):
-        size = min(2000, n - start)
-        vectors = centres[rng.integers(32, size=size)] + 0.3 * rng.standard_normal((size, spec.dim))
-        batches.append(
-            [
-                Record(
-                    f"doc-{start + i}",
-                    vectors[i].astype(np.float32),
-                    {
-                        "lang": LANGS[int(rng.integers(len(LANGS)))],
-                        "year": int(rng.integers(2000, 2026)),
-                        "score": float(rng.random()),
-                        "public": bool(rng.random() < 0.5),
-                        "title": f"document {start + i}",
-                    },
-                )
-                for i in range(size)
-            ]
+    vectors = doc_vectors(n, dim, rng)
+    return [
+        Record(
+            f"doc-{first + i}",
+            vectors[i],
+            {
+                "lang": LANGS[int(rng.integers(len(LANGS)))],
+                "year": int(rng.integers(2000, 2026)),
+                "score": float(rng.random()),
+                "public": bool(rng.random() < 0.5),
+                "title": f"document {first + i}",
+            },
         )
-    return batches
+        for i in range(n)
+    ]
+
+
+def _generate(spec: CollectionSpec, n: int, seed: int) -> list[list[Record]]:
+    return [
+        doc_records(min(2000, n - first), spec.dim, seed=seed * 1_000_003 + first, first=first)
+        for first in range(0, n, 2000)
+    ]
 
 
 class _Counters:
@@ -118,6 +134,8 @@ class _Counters:
 
 
 DOCS, CLAIMS = "docs", "claims"
+QUANTIZED_OVERSAMPLE = 8
+QUANTIZED_MIN_RECALL = 0.8
 CLAIMS_DIM = 32
 CATEGORIES = ("finance", "health", "science", "sport")
 
@@ -158,8 +176,15 @@ class Demo:
             phase=Phase.LEGACY,
             collection=DOCS,
             collections={
+                # The fast target: a bit-quantized copy scanned for k x 8 candidates, ranked by
+                # exact float distance (DESIGN.md, "A fast target").
                 DOCS: CollectionConfig(
-                    dim=dim, metric="cosine", model="demo-embedder", fields=dict(SAMPLE_FIELDS)
+                    dim=dim,
+                    metric="cosine",
+                    model="demo-embedder",
+                    fields=dict(SAMPLE_FIELDS),
+                    quantize="bit",
+                    oversample=QUANTIZED_OVERSAMPLE,
                 ),
                 CLAIMS: CollectionConfig(
                     dim=CLAIMS_DIM,
@@ -174,7 +199,9 @@ class Demo:
             outbox_path=workdir / "outbox.db",
             replay_interval_seconds=0.5,
             flag_poll_seconds=0.1,
-            shadow=ShadowSettings(mismatch_log=workdir / "mismatches.jsonl"),
+            # A quantized target may miss a true neighbour now and then; a shadow answer below
+            # this recall is a mismatch (`dualvec bench --recall` measures what to set).
+            shadow=ShadowSettings(mismatch_log=workdir / "mismatches.jsonl", min_recall=QUANTIZED_MIN_RECALL),
         )
         self.spec = self.settings.specs(DOCS)[0]
         self.metrics = DualvecMetrics()
@@ -219,7 +246,11 @@ class Demo:
         self.say(f"metrics: {server.url}")
         report = DemoReport(self.records, self.spec.dim, server.url, build)
         workloads = {
-            DOCS: Workload(migration[DOCS]),
+            DOCS: Workload(
+                migration[DOCS],
+                make=doc_records,
+                queries=doc_vectors(256, self.spec.dim, np.random.default_rng(7)),
+            ),
             CLAIMS: Workload(migration[CLAIMS], readers=1, write_pause=0.05, make=claim_records),
         }
         for workload in workloads.values():

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from dualvec.outbox import Role
 from dualvec.records import Record
@@ -46,8 +47,10 @@ class Workload:
         keys: int = 1000,
         seed: int = 0,
         make: Callable[[int, int, int], list[Record]] = make_records,
+        queries: npt.NDArray[np.float32] | None = None,
     ) -> None:
-        """`make(n, dim, seed)` makes the records the writer upserts (their ids are replaced)."""
+        """`make(n, dim, seed)` makes the records the writer upserts (their ids are replaced);
+        readers search `queries` (default: 256 random directions)."""
         self.router = router
         self.phase = "start"
         self.traffic: dict[str, PhaseTraffic] = defaultdict(PhaseTraffic)
@@ -60,7 +63,11 @@ class Workload:
         self._seed = seed
         self._make = make
         dim = router.spec.dim
-        self._queries = np.random.default_rng(seed).standard_normal((256, dim)).astype(np.float32)
+        self._queries = (
+            queries
+            if queries is not None
+            else np.random.default_rng(seed).standard_normal((256, dim)).astype(np.float32)
+        )
         self._threads = [
             threading.Thread(target=self._read, args=(i,), name=f"demo-reader-{i}", daemon=True)
             for i in range(readers)
