@@ -61,6 +61,9 @@ def touched_metrics() -> DualvecMetrics:
         m.set_outbox(3, 12.5)
         m.repaired("delete", 2)
         m.set_flags("dual", 10, 100)
+        m.read_failed("target", "search")
+        m.guard_checked("mismatch_ratio", "fail", 0.2, 0.01)
+        m.guard_rolled_back("mismatch_ratio")
     return families
 
 
@@ -330,5 +333,10 @@ def test_the_dashboard_covers_what_an_operator_watches():
         "dualvec_repairs_total",
         "dualvec_phase",
         "dualvec_flag_read_percent",
+        "dualvec_guard_checks_total",  # what the guard judged ...
+        "dualvec_guard_value",  # ... what it measured ...
+        "dualvec_guard_threshold",  # ... against which limit ...
+        "dualvec_guard_rollbacks_total",  # ... and when it rolled back
+        "dualvec_read_failures_total",
     ):
         assert needed in exprs, needed

@@ -209,3 +209,37 @@ def test_a_shadow_that_runs_after_the_collection_left_dual_writes_is_dropped_not
         router.close()
     assert counts == {"match": 0, "mismatch": 0, "in_flight": 0}
     assert dropped == 1
+
+
+class FailingSearches(SlowSearches):
+    """A real store whose searches raise, as a store whose file went away does (a fault made on
+    purpose: what the guard's error ratio must see)."""
+
+    def search(self, *args, **kwargs):
+        raise OSError("disk I/O error")
+
+
+def test_failed_reads_are_counted_per_store_whether_served_or_shadowed(tmp_path):
+    spec = sample_spec(dim=DIM, metric="l2")
+    legacy = open_store(f"sqlite-blob://{tmp_path}/legacy.db", spec)
+    target = open_store(f"sqlite-vec://{tmp_path}/target.db", spec)
+    start = make_records(LIVE, DIM, seed=1)
+    legacy.upsert(start)
+    target.upsert(start)
+    router = Router.over(legacy, FailingSearches(target, 0), settings(tmp_path, 100), start_replayer=False)
+    try:
+        with pytest.raises(OSError, match="disk I/O"):
+            router.search(start[0].vector, k=10, routing_key="served-by-target")
+        write_flag_file(tmp_path / "flags.json", Flags(phase=Phase.DUAL, read_percent=0, shadow_percent=100))
+        deadline = time.monotonic() + 1.0
+        while router.flags.flags.read_percent != 0:
+            assert time.monotonic() < deadline, "flag change not seen within a second"
+            time.sleep(0.02)
+        assert [h.id for h in router.search(start[0].vector, k=1)] == [start[0].id]  # legacy serves
+        router.shadow.close()
+        target_failed = router.metrics.value("dualvec_read_failures_total", store="target", op="search")
+        legacy_failed = router.metrics.value("dualvec_read_failures_total", store="legacy", op="search")
+    finally:
+        router.close()
+    assert target_failed == 2  # the read it served, and the shadow of the one legacy served
+    assert legacy_failed == 0

@@ -4,6 +4,7 @@ real flag file and real verify state for several collections at once."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import pytest
@@ -139,3 +140,23 @@ def test_rollback_of_one_collection_leaves_the_others_and_all_skips_phase_target
     after = rollback_flags(settings)
     assert [after[n].flags.read_percent for n in "abc"] == [0, 0, 50]
     assert after["c"].flags.phase is T
+
+
+def test_changes_to_different_collections_at_once_are_all_kept(settings):
+    # A ramp, the guard inside `serve` and an operator may each change a collection at the same
+    # moment; the flag file is read, changed and replaced, so without a lock one change would
+    # overwrite another's.
+    write_flag_file(settings.flag_file, Flags(phase=D))
+    steps = 40
+
+    def walk(name: str) -> None:
+        for percent in range(1, steps + 1):
+            change_flags(settings, {"shadow_percent": percent}, collection=name)
+
+    threads = [threading.Thread(target=walk, args=(name,)) for name in ("a", "b", "c")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    content = read_flag_file(settings.flag_file)
+    assert {name: o.shadow_percent for name, o in content.collections.items()} == dict.fromkeys("abc", steps)

@@ -70,12 +70,29 @@ def test_specs_map_the_legacy_names(config_file):
         ("DUALVEC_PHASE", "dual-ish", "phase"),
         ("DUALVEC_SHADOW__WORKERS", "0", "shadow.workers"),
         ("DUALVEC_SHADOW__TYPO", "1", "shadow.typo"),
+        ("DUALVEC_GUARD__INTERVAL", "soon", "guard.interval"),
+        ("DUALVEC_GUARD__INTERVAL", "0s", "guard.interval"),
+        ("DUALVEC_GUARD__ON_NO_DATA", "wait", "guard.on_no_data"),
+        ("DUALVEC_GUARD__MIN_COMPARISONS", "0", "guard.min_comparisons"),
+        ("DUALVEC_GUARD__MAX_MISMATCH_RATIO", "2", "guard.max_mismatch_ratio"),
+        ("DUALVEC_GUARD__FAILURE_LIMT", "3", "guard.failure_limt"),
     ],
 )
 def test_bad_values_name_the_setting(config_file, monkeypatch, env, value, named):
     monkeypatch.setenv(env, value)
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [('"30s"', 30.0), ('"5m"', 300.0), ('"250ms"', 0.25), ('"1h"', 3600.0), ("45", 45.0)],
+)
+def test_the_guard_interval_reads_as_a_duration(config_file, written, seconds):
+    config_file.write_text(TOML + f'\n[guard]\nenabled = true\ninterval = {written}\non_no_data = "fail"\n')
+    guard = load_settings().guard
+    assert (guard.enabled, guard.interval, guard.on_no_data) == (True, seconds, "fail")
+    assert guard.failure_limit == 2 and guard.min_comparisons == 100  # the defaults stay
 
 
 def test_typo_in_file_names_the_key(config_file):

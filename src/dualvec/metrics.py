@@ -49,13 +49,14 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from time import perf_counter
 from typing import Literal, TypeVar, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from dualvec.errors import ConfigError
@@ -333,8 +334,15 @@ class DualvecMetrics:
         """The text a /metrics endpoint returns: in multiprocess mode the sum over every
         process's files, otherwise this registry (content type:
         ``prometheus_client.CONTENT_TYPE_LATEST``)."""
-        registry = multiprocess_registry() if _multiprocess_dir() is not None else self.registry
-        return generate_latest(registry)
+        return generate_latest(self._exposed())
+
+    def collect(self) -> Iterable[Metric]:
+        """The families /metrics shows (every process's in multiprocess mode), as objects: what
+        an in-process reader such as the guard takes, without rendering and parsing text."""
+        return self._exposed().collect()
+
+    def _exposed(self) -> CollectorRegistry:
+        return multiprocess_registry() if _multiprocess_dir() is not None else self.registry
 
 
 class CollectionMetrics:

@@ -23,13 +23,15 @@ one that waits longer is a write the secondary missed, for `dualvec replay` to r
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import ValidationError as PydanticValidationError
 
 from dualvec.errors import ConfigError
+from dualvec.files import exclusive_lock
 from dualvec.flags import FLAG_KEYS, FlagFile, FlagOverrides, FlagSnapshot, read_flag_file, write_flag_file
 from dualvec.logs import get_logger
 from dualvec.outbox import Outbox, OutboxStats, Role
@@ -189,20 +191,33 @@ def change_flags(
     unknown = sorted(set(changes) - set(FLAG_KEYS))
     if unknown:
         raise ConfigError(f"unknown flag(s) {unknown}; flags are {list(FLAG_KEYS)}")
-    content = _flag_file(settings)
-    try:
-        if collection is None:
-            level = FlagOverrides.model_validate({**_set_keys(content), **changes})
-            updated = content.model_copy(update=level.model_dump())
-        else:
-            _check_declared(settings, [collection])
-            own = content.collections.get(collection, FlagOverrides())
-            level = FlagOverrides.model_validate({**_set_keys(own), **changes})
-            updated = content.model_copy(update={"collections": {**content.collections, collection: level}})
-    except PydanticValidationError as exc:
-        error = exc.errors()[0]
-        raise ConfigError(f"{error['loc'][0]}: {error['msg']} (got {error.get('input')!r})") from exc
-    return _write(settings, content, updated, force=force)
+    with _flag_file_locked(settings):
+        content = _flag_file(settings)
+        try:
+            if collection is None:
+                level = FlagOverrides.model_validate({**_set_keys(content), **changes})
+                updated = content.model_copy(update=level.model_dump())
+            else:
+                _check_declared(settings, [collection])
+                own = content.collections.get(collection, FlagOverrides())
+                level = FlagOverrides.model_validate({**_set_keys(own), **changes})
+                updated = content.model_copy(
+                    update={"collections": {**content.collections, collection: level}}
+                )
+        except PydanticValidationError as exc:
+            error = exc.errors()[0]
+            raise ConfigError(f"{error['loc'][0]}: {error['msg']} (got {error.get('input')!r})") from exc
+        return _write(settings, content, updated, force=force)
+
+
+@contextmanager
+def _flag_file_locked(settings: Settings) -> Iterator[None]:
+    """Serialise read-modify-writes of the flag file across threads and processes: a ramp, the
+    guard inside `serve` and an operator may change two collections at once, and without the
+    lock one's change would overwrite the other's."""
+    settings.flag_file.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(settings.flag_file.with_name(settings.flag_file.name + ".lock")):
+        yield
 
 
 def rollback_flags(settings: Settings, collection: str | None = None) -> dict[str, FlagSnapshot]:
@@ -211,33 +226,34 @@ def rollback_flags(settings: Settings, collection: str | None = None) -> dict[st
     here or not, except those in phase target, which are left as they are (legacy is behind
     there). No data moves: legacy never stopped receiving writes. Rollback needs no verify and
     no empty outbox."""
-    content = _flag_file(settings)
-    path = str(settings.flag_file)
-    if collection is not None:
-        _check_declared(settings, [collection])
-        names = [collection]
-    else:
-        names = sorted(set(settings.collections) | set(content.collections))
-    updated = content
-    if collection is None and content.over(settings.flags).phase is not Phase.TARGET:
-        updated = updated.model_copy(update=_rolled_back_level(content, content.over(settings.flags)))
-    overrides = dict(updated.collections)
-    for name in names:
-        old = content.resolve(name, settings.flags, path).flags
-        if old.phase is Phase.TARGET and collection is None:
-            # Left as it is, its own values pinned against the defaults' rollback.
-            log.warning("rollback_skipped", collection=name, reason="phase target: legacy is behind")
-            kept = _set_keys(overrides.get(name, FlagOverrides()))
+    with _flag_file_locked(settings):
+        content = _flag_file(settings)
+        path = str(settings.flag_file)
+        if collection is not None:
+            _check_declared(settings, [collection])
+            names = [collection]
+        else:
+            names = sorted(set(settings.collections) | set(content.collections))
+        updated = content
+        if collection is None and content.over(settings.flags).phase is not Phase.TARGET:
+            updated = updated.model_copy(update=_rolled_back_level(content, content.over(settings.flags)))
+        overrides = dict(updated.collections)
+        for name in names:
+            old = content.resolve(name, settings.flags, path).flags
+            if old.phase is Phase.TARGET and collection is None:
+                # Left as it is, its own values pinned against the defaults' rollback.
+                log.warning("rollback_skipped", collection=name, reason="phase target: legacy is behind")
+                kept = _set_keys(overrides.get(name, FlagOverrides()))
+                overrides[name] = FlagOverrides.model_validate(
+                    {**kept, "phase": old.phase, "read_percent": old.read_percent}
+                )
+                continue
+            if updated.resolve(name, settings.flags, path).flags == rolled_back(old):
+                continue
             overrides[name] = FlagOverrides.model_validate(
-                {**kept, "phase": old.phase, "read_percent": old.read_percent}
+                _rolled_back_level(overrides.get(name, FlagOverrides()), old)
             )
-            continue
-        if updated.resolve(name, settings.flags, path).flags == rolled_back(old):
-            continue
-        overrides[name] = FlagOverrides.model_validate(
-            _rolled_back_level(overrides.get(name, FlagOverrides()), old)
-        )
-    return _write(settings, content, updated.model_copy(update={"collections": overrides}), force=True)
+        return _write(settings, content, updated.model_copy(update={"collections": overrides}), force=True)
 
 
 def _rolled_back_level(level: FlagOverrides, old: Flags) -> dict[str, Any]:

@@ -186,6 +186,9 @@ class Router(Closing):
         start = time.perf_counter()  # timed inline: the hot path pays no context manager
         try:
             hits = store.search(query, limit, filter)
+        except Exception:
+            self.metrics.read_failed(served, "search")
+            raise
         finally:
             self.metrics.observe(served, "search", "primary", time.perf_counter() - start)
         self.metrics.served(served)
@@ -214,8 +217,12 @@ class Router(Closing):
         clean = check_ids(self.spec, ids)
         key = routing_key if routing_key is not None else _routing_key.get()
         served: Role = "target" if self.reads_target(self.flags.flags, key) else "legacy"
-        with self.metrics.time(served, "get", "primary"):
-            return self.stores[served].get(clean)
+        try:
+            with self.metrics.time(served, "get", "primary"):
+                return self.stores[served].get(clean)
+        except Exception:
+            self.metrics.read_failed(served, "get")
+            raise
 
     def count(self) -> int:
         primary, _ = write_roles(self.flags.flags.phase)

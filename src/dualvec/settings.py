@@ -16,12 +16,13 @@ Every model forbids unknown keys, so a typo stops start-up with the setting's na
 from __future__ import annotations
 
 import os
+import re
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -34,12 +35,15 @@ from dualvec.spec import CollectionSpec, FieldSpec, describe
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "Duration",
     "Flags",
+    "GuardSettings",
     "Phase",
     "Settings",
     "ShadowSettings",
     "config_path",
     "load_settings",
+    "parse_duration",
 ]
 
 DEFAULT_CONFIG = Path("config/dualvec.toml")
@@ -77,6 +81,59 @@ class ShadowSettings(BaseModel):
     min_recall: float = Field(default=1.0, ge=0.0, le=1.0)
     max_distance_delta: float = Field(default=1e-4, ge=0.0)
     mismatch_log: Path = Path(".dualvec/mismatches.jsonl")
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)?\s*")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from "500ms", "30s", "5m", "1h" or a plain number of seconds; ValueError saying
+    what is accepted otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as 30s or 5m, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        found = _DURATION.fullmatch(str(value))
+        if found is None:
+            raise ValueError(f"expected a duration such as 500ms, 30s, 5m or 1h, got {value!r}")
+        seconds = float(found.group(1)) * _UNIT_SECONDS[found.group(2) or "s"]
+    if not seconds > 0:
+        raise ValueError(f"a duration must be more than 0, got {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds, written as "30s", "5m", "250ms" or a number of seconds."""
+
+
+class GuardSettings(BaseModel):
+    """What the automatic guard checks over each interval, and what it does about it (see
+    `dualvec.guard`). Every check applies; relax one with a generous value."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Run the guard inside `dualvec serve`, rolling back a collection that breaches at any
+    # read_percent, not only during `dualvec ramp`.
+    enabled: bool = False
+    interval: Duration = 300.0
+    # Share of shadow comparisons that found a real difference (in-flight ones excluded).
+    max_mismatch_ratio: float = Field(default=0.01, ge=0.0, le=1.0)
+    # Mean recall@k of the target against legacy over the interval's comparisons.
+    min_recall: float = Field(default=0.95, ge=0.0, le=1.0)
+    # The target's p99 search latency over legacy's.
+    max_p99_ratio: float = Field(default=1.5, gt=0.0)
+    # The target's failed operations over all its operations.
+    max_error_ratio: float = Field(default=0.01, ge=0.0, le=1.0)
+    # Fewer comparisons than this in an interval is "no data": too few to judge.
+    min_comparisons: int = Field(default=100, ge=1)
+    # Failed intervals before a rollback: over a whole ramp (Flagger's threshold, Argo's
+    # failureLimit); in a row for the guard inside serve.
+    failure_limit: int = Field(default=2, ge=1, le=1000)
+    # An interval without enough data: counts as a failure, holds the ramp at its step, or
+    # passes.
+    on_no_data: Literal["fail", "pause", "ignore"] = "pause"
 
 
 class LegacyNames(BaseModel):
@@ -136,6 +193,7 @@ class Settings(BaseSettings):
     replay_batch_size: int = Field(default=500, ge=1, le=100_000)
     flag_poll_seconds: float = Field(default=0.2, gt=0.0, le=1.0)
     shadow: ShadowSettings = ShadowSettings()
+    guard: GuardSettings = GuardSettings()
 
     @model_validator(mode="after")
     def _collection_is_declared(self) -> Settings:

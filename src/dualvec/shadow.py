@@ -207,6 +207,7 @@ class ShadowRunner(Closing):
             other_hits = tuple(job.run_other())
         except Exception as exc:
             metrics.observe(job.other_store, "search", "shadow", perf_counter() - start)
+            metrics.read_failed(job.other_store, "search")
             metrics.shadow_dropped("error")
             self._failed(metrics, "call", job.query_id, exc)
             return

@@ -13,6 +13,7 @@ from dualvec.cli.demo import demo
 from dualvec.cli.doctor import doctor
 from dualvec.cli.flags import flags, rollback
 from dualvec.cli.mismatches import mismatches
+from dualvec.cli.ramp import ramp
 from dualvec.cli.remote import REMOTE_COMMANDS
 from dualvec.cli.replay import replay
 from dualvec.cli.serve import serve
@@ -35,7 +36,7 @@ __all__ = ["cli", "main"]
     envvar="DUALVEC_SERVER",
     metavar="URL",
     help="Run the command through this `dualvec serve` (status, flags, rollback, replay, backfill, "
-    "verify): no config file, no store opened here. Sends DUALVEC_ADMIN_TOKEN as a bearer token.",
+    "verify, ramp): no config file, no store opened here. Sends DUALVEC_ADMIN_TOKEN as a bearer token.",
 )
 @click.option("--log-level", default="INFO", show_default=True, help="Log level on stderr.")
 @click.option("--log-json/--log-console", default=None, help="Log format (default: console on a terminal).")
@@ -45,7 +46,8 @@ def cli(
 ) -> None:
     """Migrate a vector index to sqlite-vec with dual writes, sticky read ramps and shadow reads.
 
-    Exit codes: 0 ok, 1 error, 2 usage, 3 verify found differences, 130 interrupted.
+    Exit codes: 0 ok, 1 error, 2 usage, 3 verify found differences, 4 the guard rolled a ramp
+    back, 130 interrupted.
     """
     configure_logging(json=log_json, level=log_level)
     if config:
@@ -66,6 +68,7 @@ for command in (
     doctor,
     flags,
     mismatches,
+    ramp,
     rollback,
     replay,
     serve,

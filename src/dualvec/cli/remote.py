@@ -31,7 +31,7 @@ from dualvec.progress import Progress, ProgressCallback
 __all__ = ["REMOTE_COMMANDS", "Remote", "RemoteError", "remote_client", "run_job", "unsupported"]
 
 # The subcommands that can run through a service.
-REMOTE_COMMANDS = frozenset({"status", "flags", "rollback", "replay", "backfill", "verify"})
+REMOTE_COMMANDS = frozenset({"status", "flags", "rollback", "replay", "backfill", "verify", "ramp"})
 # How often a job is polled; how long one request may take (a replay may have a backlog to clear).
 _POLL_SECONDS = 0.5
 _TIMEOUT_SECONDS = 600.0

@@ -11,20 +11,28 @@ and outbox this service holds open:
   deleted, failed, remaining}}}`.
 - `POST /admin/jobs` (`{"kind": "backfill"|"verify", "collections"?, options}`): 202 and the job;
   `GET /admin/jobs/{id}`: its state, progress per collection, result and error (`jobs`).
+- `POST /admin/ramps` (`{"collection", "steps", "interval"?, "dry_run"?, "prometheus"?, "job"?,
+  "guard"?: {KEY: VALUE}}`): 202 and the ramp run (`dualvec.guard.runs`), on this service's own
+  metrics or the Prometheus named; `GET /admin/ramps/{id}`: its state, events and summary;
+  `DELETE /admin/ramps/{id}`: stop it where it stands.
 
 An unknown collection is 404 naming the declared ones.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
 
 from dualvec.errors import ConfigError, DualvecError
 from dualvec.flags import FLAG_KEYS, FlagSnapshot, flags_report
+from dualvec.guard.ramp import PhaseRulesControl, RampPlan, parse_steps
+from dualvec.guard.runs import RampRun, RampRuns
+from dualvec.guard.sources import ExpositionSource, PrometheusSource, SignalSource
 from dualvec.outbox import Role
 from dualvec.phases import change_flags, collection_flags, copy_problem, rollback_flags
 from dualvec.progress import DEFAULT_BATCH_SIZE
@@ -36,7 +44,8 @@ from dualvec.service.errors import ApiError
 from dualvec.service.jobs import JobKind, backfill_job, verify_job
 from dualvec.service.models import ErrorResponse
 from dualvec.service.state import Service, ServiceDep
-from dualvec.settings import Phase
+from dualvec.settings import Duration, GuardSettings, Phase
+from dualvec.spec import describe
 
 __all__ = ["router"]
 
@@ -328,3 +337,107 @@ def admin_job(service: ServiceDep, job_id: str) -> Response:
             404, "NotFound", f"no job {job_id[:40]!r} (jobs are kept until the service stops)", "job_id"
         )
     return json_response(job.as_dict())
+
+
+class RampRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str = Field(description="The declared collection to ramp.")
+    steps: list[float] = Field(min_length=1, description="Rising read_percent steps in (0, 100].")
+    interval: Duration | None = Field(
+        None, description='Seconds, or "30s", "5m", between steps; default: [guard] interval.'
+    )
+    dry_run: bool = Field(False, description="Evaluate and report every interval; change no flag.")
+    prometheus: str | None = Field(
+        None,
+        description="Read the signals from this Prometheus (the fleet), not this service's own metrics.",
+    )
+    job: str | None = Field(None, description="With prometheus: only this scrape job's processes.")
+    guard: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of the [guard] thresholds for this ramp."
+    )
+
+
+class RampResponse(BaseModel):
+    id: str
+    collection: str
+    state: Literal["running", "completed", "rolled_back", "stopped", "failed"]
+    events: list[dict[str, Any]] = Field(description="What the ramp reported so far, oldest first.")
+    result: dict[str, Any] | None = Field(description="What `dualvec ramp --json` prints, once finished.")
+    error: dict[str, Any] | None = Field(description="Once failed: {type, message, field}.")
+    started_at: float
+    finished_at: float | None
+
+
+def _ramps(request: Request) -> RampRuns:
+    return cast(RampRuns, request.app.state.ramps)
+
+
+def _ramp_plan(body: RampRequest, defaults: GuardSettings) -> RampPlan:
+    try:
+        steps = parse_steps(",".join(f"{step:g}" for step in body.steps))
+    except ValueError as exc:
+        raise ApiError(422, "ValidationError", str(exc), "steps") from exc
+    try:
+        guard = GuardSettings.model_validate({**defaults.model_dump(), **body.guard})
+    except PydanticValidationError as exc:
+        raise ApiError(422, "ValidationError", f"guard: {describe(exc)}", "guard") from exc
+    interval = body.interval if body.interval is not None else guard.interval
+    return RampPlan(body.collection, steps, interval, guard, dry_run=body.dry_run)
+
+
+def _ramp_answer(run: RampRun, status: int = 200) -> Response:
+    return json_response(run.as_dict(), status=status)
+
+
+@router.post(
+    "/ramps",
+    status_code=202,
+    response_model=RampResponse,
+    responses=_REFUSED,
+    summary="Ramp a collection's read_percent step by step under the guard (dualvec ramp).",
+)
+def admin_start_ramp(service: ServiceDep, request: Request, body: RampRequest) -> Response:
+    _chosen(service, [body.collection], "collection")
+    migration = service.migration
+    plan = _ramp_plan(body, migration.settings.guard)
+    if body.prometheus is not None and not body.prometheus.startswith(("http://", "https://")):
+        raise ApiError(
+            422,
+            "ValidationError",
+            f"prometheus must be an http(s) URL, got {body.prometheus!r}",
+            "prometheus",
+        )
+    source: SignalSource = (
+        ExpositionSource.of_metrics(migration.metrics)
+        if body.prometheus is None
+        else PrometheusSource(body.prometheus, body.job)
+    )
+    control = PhaseRulesControl(migration.settings, body.collection)
+    try:
+        run = _ramps(request).start(plan, control, source, migration.metrics.collection(body.collection))
+    except ConfigError as exc:
+        raise _refused(exc) from exc
+    return _ramp_answer(run, status=202)
+
+
+def _found(run_id: str, run: RampRun | None) -> RampRun:
+    if run is None:
+        raise ApiError(
+            404, "NotFound", f"no ramp {run_id[:40]!r} (ramps are kept until the service stops)", "ramp_id"
+        )
+    return run
+
+
+@router.get("/ramps/{ramp_id}", response_model=RampResponse, summary="A ramp's state, events and summary.")
+def admin_ramp(request: Request, ramp_id: str) -> Response:
+    return _ramp_answer(_found(ramp_id, _ramps(request).get(ramp_id)))
+
+
+@router.delete(
+    "/ramps/{ramp_id}",
+    response_model=RampResponse,
+    summary="Stop a ramp where it stands (its flags stay as they are).",
+)
+def admin_stop_ramp(request: Request, ramp_id: str) -> Response:
+    return _ramp_answer(_found(ramp_id, _ramps(request).stop(ramp_id)))

@@ -9,6 +9,8 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from dualvec import __version__
+from dualvec.guard.loop import ContinuousGuard
+from dualvec.guard.runs import RampRuns
 from dualvec.migration import Migration
 from dualvec.service import admin, data, probes
 from dualvec.service.body_limit import BodyLimit
@@ -40,14 +42,21 @@ def create_app(
     leaves it open, which only a loopback listener may do.
     """
     service = Service(migration, limits or Limits(), admin_token)
+    ramps = RampRuns()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Opening and closing stores blocks; the event loop stays free meanwhile.
         await run_in_threadpool(service.start)
+        opened = service.migration
+        guard = ContinuousGuard(opened) if opened.settings.guard.enabled else None
         try:
             yield
         finally:
+            # Ramps and the guard change flags from the stores' metrics: they stop first.
+            await run_in_threadpool(ramps.close)
+            if guard is not None:
+                await run_in_threadpool(guard.close)
             await run_in_threadpool(service.stop)
 
     app = FastAPI(
@@ -62,6 +71,7 @@ def create_app(
         generate_unique_id_function=lambda route: route.name,
     )
     app.state.service = service
+    app.state.ramps = ramps
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=service.limits.max_body_bytes)
     for router in (data.router, probes.router, admin.router):
