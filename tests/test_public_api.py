@@ -8,6 +8,7 @@ import dualvec
 def test_public_surface():
     assert set(dualvec.__all__) == {
         "MAX_K",
+        "AsyncRouter",
         "BackendMissingError",
         "CollectionSpec",
         "ConfigError",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from dualvec.async_router import AsyncRouter
 from dualvec.errors import (
     BackendMissingError,
     ConfigError,
@@ -35,6 +36,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "MAX_K",
+    "AsyncRouter",
     "BackendMissingError",
     "CollectionSpec",
     "ConfigError",
