@@ -274,6 +274,53 @@ def test_backfill_never_overwrites_a_write_whose_legacy_copy_failed(tmp_path, mo
         router.close()
 
 
+# Run in another process after backfill's first batch: a live update and delete, through a
+# Router, of ids in a later batch that backfill's scan has already read as they were.
+LATE_WRITER = """
+from dualvec import Record
+from dualvec.router import Router
+from dualvec.settings import load_settings
+from dualvec.testing import make_records
+router = Router.from_settings(load_settings(), start_replayer=False)
+old = router.stores["legacy"].get(["doc-250"])[0]
+router.upsert([Record("doc-250", make_records(1, 8, seed=77)[0].vector, {**old.metadata, "year": 2999})])
+router.delete(["doc-260"])
+router.close()
+"""
+
+
+def test_backfill_neither_overwrites_nor_brings_back_what_a_write_after_its_scan_changed(
+    tmp_path, monkeypatch
+):
+    """Backfill copies scanned records as they are only while no write has been made since its
+    scan began. Here another process updates and deletes ids after the scan's snapshot was
+    taken (the BLOB table's scan reads one snapshot): the update must survive and the deleted
+    id must stay deleted."""
+    legacy_url = f"sqlite-blob://{tmp_path}/legacy.db"
+    data = write_config(tmp_path, monkeypatch, legacy_url)
+    load(legacy_url, 300)
+    set_phase(data, "dual")
+    router = open_router()
+    legacy, target = router.stores["legacy"], router.stores["target"]
+    newer = Record(
+        "doc-250",
+        make_records(1, DIM, seed=77)[0].vector,
+        {**legacy.get(["doc-250"])[0].metadata, "year": 2999},
+    )
+
+    def write_after_first_batch(progress) -> None:
+        if progress.done == 100:
+            subprocess.run([sys.executable, "-c", LATE_WRITER], check=True, timeout=60)
+
+    try:
+        result = backfill(legacy, target, router.outbox, batch_size=100, on_progress=write_after_first_batch)
+        assert (result.scanned, result.copied, result.skipped_deleted) == (300, 299, 1)
+        assert target.get(["doc-250", "doc-260"]) == [newer]
+        assert_same_contents(legacy, target)
+    finally:
+        router.close()
+
+
 def test_backfill_refuses_unless_writes_reach_the_target(tmp_path, monkeypatch):
     write_config(tmp_path, monkeypatch, f"sqlite-blob://{tmp_path}/legacy.db")
     load(f"sqlite-blob://{tmp_path}/legacy.db", 50)
@@ -396,8 +443,51 @@ def test_verify_resumes_from_its_checkpoint_without_skipping_rows_that_moved(tmp
         result = verify(legacy, target, outbox, batch_size=100, checkpoint=checkpoint)
         assert result.counts == {"missing": 1, "extra": 0, "vector": 0, "metadata": 0}
         assert result.samples["missing"] == ["doc-1250"]
-        assert result.checked == {"primary": 2000, "secondary": 1699}  # each record compared once
+        # Each record compared once: both sides had compared doc-0..doc-1199 when interrupted
+        # (the scans are read side by side); then legacy holds 1700 records and the target 1699,
+        # of which doc-1200..doc-1999 (less doc-1250 in the target) are new to the resumed run.
+        assert result.checked == {"primary": 1200 + 800, "secondary": 1200 + 799}
         assert not checkpoint.exists()
+    finally:
+        outbox.close()
+        legacy.close()
+        target.close()
+
+
+@pytest.mark.parametrize("order", ["same", "shuffled"])
+def test_verify_finds_each_difference_once_whatever_order_the_stores_scan_in(tmp_path, order):
+    """Verify reads both scans side by side and looks up what does not meet its counterpart
+    within a few batches: with the target in the legacy's order (shifted by the ids it lacks)
+    or in another order entirely, every planted difference is found once and every record is
+    compared once."""
+    legacy = open_store(f"sqlite-blob://{tmp_path}/legacy.db", SPEC)
+    target = open_store(f"sqlite-vec://{tmp_path}/target.db", SPEC)
+    outbox = Outbox(tmp_path / "outbox.db", "docs")
+    try:
+        records = make_records(1000, DIM, seed=1)
+        copies = {r.id: r for r in records}
+        for i in ("doc-3", "doc-500", "doc-999"):
+            del copies[i]
+        for i in ("doc-10", "doc-600"):
+            copies[i] = Record(i, copies[i].vector + 1, copies[i].metadata)
+        for i in ("doc-20", "doc-700"):
+            copies[i] = Record(i, copies[i].vector, {**copies[i].metadata, "year": 1})
+        strays = make_records(2, DIM, seed=2, prefix="stray-")
+        in_target = [*copies.values(), *strays]
+        if order == "shuffled":
+            random.Random(5).shuffle(in_target)
+        for start in range(0, 1000, 100):
+            legacy.upsert(records[start : start + 100])
+            target.upsert(in_target[start : start + 100])
+        result = verify(legacy, target, outbox, batch_size=50)
+        assert result.counts == {"missing": 3, "extra": 2, "vector": 2, "metadata": 2}
+        assert {kind: sorted(ids) for kind, ids in result.samples.items()} == {
+            "missing": ["doc-3", "doc-500", "doc-999"],
+            "extra": ["stray-0", "stray-1"],
+            "vector": ["doc-10", "doc-600"],
+            "metadata": ["doc-20", "doc-700"],
+        }
+        assert result.checked == {"primary": 1000, "secondary": 999}
     finally:
         outbox.close()
         legacy.close()

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dualvec.errors import ConfigError
+from dualvec.forking import working
 from dualvec.json_files import read_json_state, write_json_atomic
 from dualvec.logs import get_logger
 from dualvec.settings import Flags, Phase
@@ -137,9 +138,12 @@ class FlagSource(Protocol):
         """Stop watching; `current` keeps answering the last flags."""
 
 
-FlagSourceFactory = Callable[[Mapping[str, Flags], Callable[[str, FlagSnapshot], None]], FlagSource]
-"""Builds a process's flag source from each collection's configured flags and the callback that
-publishes a change (how `Migration` takes a flag service instead of the flag file)."""
+FlagSourceFactory = Callable[
+    [Mapping[str, Flags], Callable[[str, FlagSnapshot], None], Callable[[str], None]], FlagSource
+]
+"""Builds a process's flag source from each collection's configured flags, the callback that
+publishes a change and the one that counts a refusal (how `Migration` takes a flag service
+instead of the flag file)."""
 
 
 class FlagWatcher:
@@ -153,11 +157,13 @@ class FlagWatcher:
         *,
         poll_seconds: float = 0.2,
         on_change: Callable[[str, FlagSnapshot], None] | None = None,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.path = path
         self._base = dict(base)
         self._poll = poll_seconds
         self._on_change = on_change
+        self._on_refused = on_refused
         self._seen: tuple[int, int, int] | None = None
         self._current = {name: FlagSnapshot.from_settings(flags) for name, flags in self._base.items()}
         self.refresh()
@@ -183,6 +189,9 @@ class FlagWatcher:
         except ConfigError as exc:
             self._seen = seen  # an invalid file is refused once, then awaited until it changes
             log.error("flag_file_refused", path=str(self.path), error=str(exc))
+            if self._on_refused is not None:
+                for name in self._base:  # the file holds every collection's flags
+                    self._on_refused(name)
             return
         # Marked seen only once read: a file that could not be opened is tried again next poll.
         self._seen = seen
@@ -210,7 +219,8 @@ class FlagWatcher:
     def _run(self) -> None:
         while not self._stop.wait(self._poll):
             try:
-                self.refresh()
+                with working():  # a fork never copies a log write or a publish half done
+                    self.refresh()
             except Exception as exc:  # the watcher must outlive any one bad read
                 log.error("flag_watch_failed", path=str(self.path), error=repr(exc))
 

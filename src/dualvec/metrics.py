@@ -21,6 +21,7 @@ Does every write reach both stores?            ``dualvec_write_failures_total{st
                                                ``dualvec_repairs_total{kind}``
 What is each process configured to do?         ``dualvec_flag_read_percent``,
                                                ``dualvec_flag_shadow_percent``, ``dualvec_phase``
+Did a flag change fail to arrive?              ``dualvec_flags_refused_total``
 What did the automatic guard measure?          ``dualvec_guard_checks_total{check,result}``,
                                                ``dualvec_guard_value{check}``,
                                                ``dualvec_guard_threshold{check}``
@@ -284,6 +285,13 @@ class DualvecMetrics:
             registry=reg,
             multiprocess_mode="livemax",
         )
+        self.flags_refused = Counter(
+            "dualvec_flags_refused",
+            "Flag values refused (a flag file that does not parse or validate, a flag service value "
+            "of the wrong type or out of range); the last good flags stayed in force.",
+            ["collection"],
+            registry=reg,
+        )
         self.guard_checks = Counter(
             "dualvec_guard_checks",
             "Guard checks evaluated at the end of an interval, by check and result.",
@@ -376,6 +384,7 @@ class CollectionMetrics:
         self._read_percent = f.read_percent.labels(collection=name)
         self._shadow_percent = f.shadow_percent.labels(collection=name)
         self._phase = {p: f.phase.labels(collection=name, phase=p) for p in PHASES}
+        self._flags_refused = f.flags_refused.labels(collection=name)
         self._guard_checks = {
             (c, r): f.guard_checks.labels(collection=name, check=c, result=r)
             for c in GUARD_CHECKS
@@ -464,6 +473,10 @@ class CollectionMetrics:
             gauge.set(1 if gauge is current else 0)
         self._read_percent.set(read_percent)
         self._shadow_percent.set(shadow_percent)
+
+    def flags_refused(self) -> None:
+        """New flags for this collection were refused; its last good flags stay in force."""
+        self._flags_refused.inc()
 
     # the guard
 

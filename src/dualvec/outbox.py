@@ -9,7 +9,8 @@ Writers and replayers of a collection, in every process, serialise on `write_loc
 exclusive `flock` on a file beside the outbox for that collection (released by the kernel when
 a process dies), so a replay that re-reads the primary can never overwrite a newer write with
 an older one, while writes to other collections go on. Every collection of a process shares one
-connection to the file (`for_collection`).
+connection to the file (`for_collection`). A forked child re-opens it on first use and makes new
+locks (see `dualvec.forking`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, Literal
 
 from dualvec.closing import Closing
 from dualvec.files import exclusive_lock
+from dualvec.forking import close_or_keep, register, working
 from dualvec.sqlite_driver import connect, write_transaction
 
 __all__ = ["Intent", "Outbox", "OutboxStats", "other_role"]
@@ -52,40 +54,86 @@ class OutboxStats:
     oldest_age_seconds: float
 
 
+class _Connection:
+    """The outbox file's one connection and the lock that serialises its use, shared by every
+    collection's handle; re-opened on first use in a forked child."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self._conn = self._open()
+        self._stale = False
+        self._closed = False
+        register(self, "handles")
+
+    def _open(self) -> Any:
+        conn = connect(self.path, vec=False)
+        conn.execute("PRAGMA synchronous = FULL")
+        return conn
+
+    @property
+    def conn(self) -> Any:
+        """The connection; use it holding `lock`."""
+        if self._stale:
+            self._conn = self._open()
+            self._stale = False
+        return self._conn
+
+    def after_fork(self, clean: bool) -> None:
+        if self._closed:
+            return
+        self.lock = threading.Lock()
+        close_or_keep(clean, self._conn)
+        self._stale = True
+
+    def close(self) -> None:
+        with self.lock:
+            self._conn.close()
+            self._closed = True
+
+
 class Outbox(Closing):
     """Intents for one collection, in a SQLite file shared by every process of a deployment."""
 
     def __init__(self, path: str | Path, collection: str) -> None:
         self.path = Path(path)
-        self._conn = connect(self.path, vec=False)
-        self._conn.execute("PRAGMA synchronous = FULL")
-        self._lock = threading.Lock()
+        self._db = _Connection(self.path)
         self._owner = True
         self._bind(collection)
-        with write_transaction(self._conn):
-            self._conn.execute(
-                """CREATE TABLE IF NOT EXISTS intents (
-                    collection TEXT NOT NULL,
-                    id TEXT NOT NULL,
-                    op TEXT NOT NULL,
-                    source TEXT NOT NULL,
-                    created_at REAL NOT NULL,
-                    attempts INTEGER NOT NULL DEFAULT 0,
-                    last_error TEXT,
-                    PRIMARY KEY (collection, id)
-                ) WITHOUT ROWID"""
-            )
-            self._conn.execute(
-                "CREATE INDEX IF NOT EXISTS intents_by_age ON intents (collection, created_at)"
-            )
-            self._conn.execute(
-                "CREATE INDEX IF NOT EXISTS intents_by_attempts ON intents (collection, attempts, created_at)"
-            )
+        try:
+            with working(), self._db.lock, write_transaction(self._db.conn):
+                conn = self._db.conn
+                conn.execute(
+                    """CREATE TABLE IF NOT EXISTS intents (
+                        collection TEXT NOT NULL,
+                        id TEXT NOT NULL,
+                        op TEXT NOT NULL,
+                        source TEXT NOT NULL,
+                        created_at REAL NOT NULL,
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        last_error TEXT,
+                        PRIMARY KEY (collection, id)
+                    ) WITHOUT ROWID"""
+                )
+                conn.execute("CREATE INDEX IF NOT EXISTS intents_by_age ON intents (collection, created_at)")
+                conn.execute(
+                    "CREATE INDEX IF NOT EXISTS intents_by_attempts "
+                    "ON intents (collection, attempts, created_at)"
+                )
+        except BaseException:
+            self._db.close()
+            raise
 
     def _bind(self, collection: str) -> None:
         self.collection = collection
         self._thread_lock = threading.RLock()
         self._lock_path = self.path.with_name(f"{self.path.name}.{collection}.lock")
+        self._lock_depth = 0
+        register(self, "handles")
+
+    def after_fork(self, clean: bool) -> None:
+        """In a forked child: a new write lock (the connection re-opens by itself)."""
+        self._thread_lock = threading.RLock()
         self._lock_depth = 0
 
     def for_collection(self, collection: str) -> Outbox:
@@ -97,8 +145,9 @@ class Outbox(Closing):
 
     @contextmanager
     def write_lock(self) -> Iterator[None]:
-        """Exclusive across threads and processes; re-entrant within a thread."""
-        with self._thread_lock, ExitStack() as held:
+        """Exclusive across threads and processes; re-entrant within a thread. A fork waits for
+        it to be let go, so no child inherits the lock file held by a thread it does not have."""
+        with working(), self._thread_lock, ExitStack() as held:
             if self._lock_depth == 0:
                 held.enter_context(exclusive_lock(self._lock_path))
             self._lock_depth += 1
@@ -108,8 +157,15 @@ class Outbox(Closing):
                 self._lock_depth -= 1
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return list(self._conn.execute(sql, params).fetchall())
+        with working(), self._db.lock:
+            return list(self._db.conn.execute(sql, params).fetchall())
+
+    def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """One write transaction."""
+        with working(), self._db.lock:
+            conn = self._db.conn
+            with write_transaction(conn):
+                conn.executemany(sql, rows)
 
     def record(self, ids: Sequence[str], op: Op, source: Role) -> None:
         """Make the intents durable (committed) before the primary is written.
@@ -117,26 +173,23 @@ class Outbox(Closing):
         An id already waiting keeps its age, so `oldest_age_seconds` measures the longest
         wait, and takes the new source: the store being written now is the truth for it."""
         now = time.time()
-        with self._lock, write_transaction(self._conn):
-            self._conn.executemany(
-                """INSERT INTO intents (collection, id, op, source, created_at) VALUES (?, ?, ?, ?, ?)
-                   ON CONFLICT (collection, id) DO UPDATE SET op = excluded.op, source = excluded.source""",
-                [(self.collection, i, op, source, now) for i in ids],
-            )
+        self._executemany(
+            """INSERT INTO intents (collection, id, op, source, created_at) VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (collection, id) DO UPDATE SET op = excluded.op, source = excluded.source""",
+            [(self.collection, i, op, source, now) for i in ids],
+        )
 
     def clear(self, ids: Sequence[str]) -> None:
         """Both stores now hold the same thing for these ids."""
-        with self._lock, write_transaction(self._conn):
-            self._conn.executemany(
-                "DELETE FROM intents WHERE collection = ? AND id = ?", [(self.collection, i) for i in ids]
-            )
+        self._executemany(
+            "DELETE FROM intents WHERE collection = ? AND id = ?", [(self.collection, i) for i in ids]
+        )
 
     def failed(self, ids: Sequence[str], error: str) -> None:
-        with self._lock, write_transaction(self._conn):
-            self._conn.executemany(
-                "UPDATE intents SET attempts = attempts + 1, last_error = ? WHERE collection = ? AND id = ?",
-                [(error[:500], self.collection, i) for i in ids],
-            )
+        self._executemany(
+            "UPDATE intents SET attempts = attempts + 1, last_error = ? WHERE collection = ? AND id = ?",
+            [(error[:500], self.collection, i) for i in ids],
+        )
 
     def pending(self, limit: int) -> list[Intent]:
         """Waiting intents, the least often tried first, then the oldest: an id that keeps
@@ -173,5 +226,4 @@ class Outbox(Closing):
 
     def close(self) -> None:
         if self._owner:
-            with self._lock:
-                self._conn.close()
+            self._db.close()

@@ -92,15 +92,20 @@ class Router(Closing):
         self.stores: dict[Role, VectorStore] = {"legacy": legacy, "target": target}
         self.settings = settings
         self.outbox = outbox
-        self.shadow = shadow
         self.metrics = metrics
-        self._flags = flags
-        self._secondary_writer = secondary_writer
         self._read_salt = f"read:{self.spec.name}"
-        # Ids this router is writing, so a shadow comparison can tell a write in flight.
-        self.recent = RecentWrites()
+        self.use(flags=flags, shadow=shadow, secondary_writer=secondary_writer)
         # Set when this router was opened alone: closing it closes that migration.
         self._owner: Closing | None = None
+
+    def use(self, *, flags: FlagSource, shadow: ShadowRunner, secondary_writer: ThreadPoolExecutor) -> None:
+        """Follow these flags and run shadows and secondary writes on these pools: a forked
+        child's `Migration` hands its routers the threads of its own (the parent's are gone)."""
+        self._flags = flags
+        self.shadow = shadow
+        self._secondary_writer = secondary_writer
+        # Ids this router is writing, so a shadow comparison can tell a write in flight.
+        self.recent = RecentWrites()
 
     @classmethod
     def over(

@@ -40,6 +40,7 @@ from typing import Literal
 from dualvec.closing import Closing
 from dualvec.compare import CompareThresholds, Comparison, compare, explained_by
 from dualvec.errors import ConfigError
+from dualvec.forking import working
 from dualvec.logs import get_logger
 from dualvec.metrics import STORES, CollectionMetrics, Outcome, Store
 from dualvec.mismatch_log import MismatchLog, MismatchSample, utc_now
@@ -194,7 +195,10 @@ class ShadowRunner(Closing):
 
     def _run(self, job: _Job) -> None:
         try:
-            self._shadow(job)
+            # A fork waits for it: the child must not inherit a metric's or the mismatch log's
+            # lock held by this thread, which it does not have.
+            with working():
+                self._shadow(job)
         finally:
             self._slots.release()
 

@@ -1,10 +1,16 @@
 """Verify: prove both stores hold the same records (ids, vectors, metadata), or say where not.
 
-Two passes in memory that does not grow with the collection: the primary is scanned in
-batches and the same ids are read from the secondary with `get` (finding ids missing from the
-secondary, and vectors or metadata that differ); then the secondary is scanned and its ids are
-read from the primary (finding extra ids). Vectors are compared with `distance.same_vector` in
-the collection's metric (in a cosine collection only the direction counts).
+One pass over both stores' scans at once, in memory that does not grow with the collection.
+Each record is matched with the other store's record of the same id as the two scans bring
+them: after a backfill both stores hold most records in the same order (backfill copies in
+legacy's scan order, and a live write moves its row to the end of both), so most records meet
+their counterpart within a batch or two and neither store is read by id. A record still
+unmatched after a few batches (bounded by `_WAITING_BATCHES`) or when the other scan has ended
+is looked up in the other store with `get`: from the primary's side this finds ids missing from
+the secondary, from the secondary's side ids extra in it. Vectors are compared with
+`distance.same_vector` in the collection's metric (in a cosine collection only the direction
+counts). Every record of either store is compared once, whatever order the scans come in;
+two stores in unrelated orders cost what two passes with `get` cost.
 
 A live writer can land between the two reads of one id and make a false difference, so every
 difference is read again from both stores under `outbox.write_lock()`, which live writers hold
@@ -16,7 +22,7 @@ empty, and verifies again: the result is that second verify's, with what was fou
 what the repair did.
 
 A checkpoint makes a long verify resumable: a small SQLite file beside the outbox holding the
-counts so far and the ids each pass has compared, both written in one transaction per batch,
+counts so far and the ids each side has compared, both written in one transaction per batch,
 so a verify killed at any moment and run again compares each record once. Ids, not a scan
 offset, because scan order shifts between runs (a delete moves later rows up; LanceDB and the
 SQLite BLOB table move a rewritten row to the end): an offset would skip rows that moved back
@@ -25,9 +31,10 @@ across it. Memory stays constant; the file (ids only) is removed when the verify
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -48,9 +55,11 @@ __all__ = ["DiffKind", "VerifyResult", "read_verify_state", "verify", "write_ver
 
 DiffKind = Literal["missing", "extra", "vector", "metadata"]
 KINDS: tuple[DiffKind, ...] = get_args(DiffKind)
+# The two sides of a verify: the primary store's records and the secondary's.
 Pass = Literal["primary", "secondary"]
-# What each pass reports: the primary's pass finds everything but extra ids, which the
-# secondary's pass finds (so a difference is never counted twice).
+# What each side's comparisons report: a primary record (met in both scans or looked up in the
+# secondary) shows everything but extra ids, which a secondary record looked up in the primary
+# shows (so a difference is never counted twice).
 _PASS_KINDS: dict[Pass, frozenset[DiffKind]] = {
     "primary": frozenset({"missing", "vector", "metadata"}),
     "secondary": frozenset({"extra"}),
@@ -109,7 +118,6 @@ class _Tally:
     primary: Role
     repair: bool
     tolerance: float
-    stage: Pass = "primary"
     checked: dict[Pass, int] = field(default_factory=lambda: {"primary": 0, "secondary": 0})
     counts: dict[DiffKind, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     samples: dict[DiffKind, list[str]] = field(default_factory=lambda: {k: [] for k in KINDS})
@@ -122,7 +130,7 @@ class _Tally:
 
 
 class _Checkpoint:
-    """The tally and the ids each stage has compared, in one SQLite file, updated in one
+    """The tally and the ids each side has compared, in one SQLite file, updated in one
     transaction per batch so that a kill at any moment leaves the two consistent."""
 
     def __init__(self, path: Path) -> None:
@@ -138,9 +146,13 @@ class _Checkpoint:
             )
 
     def resume(self, fresh: _Tally, *, restart: bool) -> _Tally:
-        """The saved tally if it belongs to a run like `fresh`; else start over with `fresh`."""
+        """The saved tally if it belongs to a run like `fresh`; else start over with `fresh`
+        (also when it was written by a dualvec that kept other fields)."""
         row = self._conn.execute("SELECT body FROM tally").fetchone()
-        saved = None if row is None or restart else _Tally(**json.loads(row[0]))
+        try:
+            saved = None if row is None or restart else _Tally(**json.loads(row[0]))
+        except TypeError:
+            saved = None
         if saved is not None and saved.same_run(fresh):
             return saved
         with write_transaction(self._conn):
@@ -148,19 +160,20 @@ class _Checkpoint:
             self._conn.execute("DELETE FROM checked")
         return fresh
 
-    def compared(self, stage: Pass, ids: Sequence[str]) -> set[str]:
-        """Which of `ids` this stage has compared already."""
+    def compared(self, side: Pass, ids: Sequence[str]) -> set[str]:
+        """Which of `ids` this side has compared already."""
         rows = self._conn.execute(
             # Looked up by key: a join on json_each would scan every id checked so far.
             "SELECT id FROM checked WHERE stage = ? AND id IN (SELECT value FROM json_each(?))",
-            (stage, json.dumps(list(ids))),
+            (side, json.dumps(list(ids))),
         )
         return {row[0] for row in rows}
 
-    def save(self, tally: _Tally, ids: Sequence[str]) -> None:
+    def save(self, tally: _Tally, compared: dict[Pass, list[str]]) -> None:
         with write_transaction(self._conn):
             self._conn.executemany(
-                "INSERT OR IGNORE INTO checked (stage, id) VALUES (?, ?)", [(tally.stage, i) for i in ids]
+                "INSERT OR IGNORE INTO checked (stage, id) VALUES (?, ?)",
+                [(side, i) for side, ids in compared.items() for i in ids],
             )
             self._conn.execute("INSERT OR REPLACE INTO tally VALUES (1, ?)", (json.dumps(asdict(tally)),))
 
@@ -196,16 +209,40 @@ def _difference(
 
 
 def _vectors_differ(pairs: Sequence[tuple[Record, Record]], metric: Any, tolerance: float) -> list[bool]:
-    """`same_vector` for a whole batch of pairs in one array operation."""
+    """`same_vector` for a whole batch of pairs in one array operation. Most pairs are exact
+    copies, found with one comparison; only the others are normalised and compared within
+    `tolerance` (which is most of the cost when done for every pair)."""
     if not pairs:
         return []
     a = np.stack([np.asarray(p[0].vector, dtype=np.float32) for p in pairs])
     b = np.stack([np.asarray(p[1].vector, dtype=np.float32) for p in pairs])
-    if metric == "cosine":
-        a = a / np.linalg.norm(a, axis=1, keepdims=True)
-        b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    same = np.all(np.isclose(a, b, rtol=tolerance, atol=tolerance), axis=1)
-    return [not bool(same[row]) for row in range(len(pairs))]
+    differs = np.any(a != b, axis=1)
+    inexact = np.flatnonzero(differs)
+    if inexact.size:
+        x, y = a[inexact], b[inexact]
+        if metric == "cosine":
+            x = x / np.linalg.norm(x, axis=1, keepdims=True)
+            y = y / np.linalg.norm(y, axis=1, keepdims=True)
+        differs[inexact] = ~np.all(np.isclose(x, y, rtol=tolerance, atol=tolerance), axis=1)
+    return [bool(d) for d in differs]
+
+
+# How many batches of records read from one side may wait for their counterpart from the
+# other side's scan before they are looked up with `get` instead (the memory a verify holds).
+_WAITING_BATCHES = 2
+
+
+@dataclass
+class _Side:
+    """One store's scan in the verify: what it has read whose counterpart has not come yet."""
+
+    name: Pass
+    batches: Iterator[list[Record]]
+    waiting: dict[str, Record] = field(default_factory=dict)  # oldest first
+    ended: bool = False
+
+
+_OTHER: dict[Pass, Pass] = {"primary": "secondary", "secondary": "primary"}
 
 
 class _Verifier:
@@ -230,44 +267,90 @@ class _Verifier:
         self.resumed = sum(tally.checked.values())
 
     def run(self) -> None:
-        stages: tuple[Pass, ...] = get_args(Pass)
-        for stage in stages[stages.index(self.tally.stage) :]:
-            self.tally.stage = stage
-            self._stage(stage)
-
-    def _stage(self, stage: Pass) -> None:
-        for batch in self.stores[self.roles[stage]].scan(self.batch_size):
-            done = self.checkpoint.compared(stage, [r.id for r in batch]) if self.checkpoint else set()
-            todo = [r for r in batch if r.id not in done]
-            if not todo:
-                continue
-            self._compare(stage, todo)
-            self.tally.checked[stage] += len(todo)
-            if self.checkpoint is not None:
-                self.checkpoint.save(self.tally, [r.id for r in todo])
-            if self.on_progress is not None:
-                count = sum(self.tally.checked.values())
-                elapsed = time.monotonic() - self.started
-                self.on_progress(Progress(count, max(count, self.total), elapsed, self.resumed))
-
-    def _compare(self, stage: Pass, batch: Sequence[Record]) -> None:
-        other = {r.id: r for r in self.stores[other_role(self.roles[stage])].get([r.id for r in batch])}
-        # (the primary's record, the secondary's) for each id
-        pairs: dict[str, tuple[Record | None, Record | None]] = {
-            r.id: (r, other.get(r.id)) if stage == "primary" else (other.get(r.id), r) for r in batch
+        sides = {
+            name: _Side(name, self.stores[role].scan(self.batch_size)) for name, role in self.roles.items()
         }
-        both = {i: (a, b) for i, (a, b) in pairs.items() if a is not None and b is not None}
-        differs = dict(
-            zip(both, _vectors_differ(list(both.values()), self.metric, self.tally.tolerance), strict=True)
-        )
-        suspects = [i for i, pair in pairs.items() if self._kind(stage, *pair, differs.get(i)) is not None]
+        while not all(side.ended for side in sides.values()):
+            # Read on from the side that is behind: the one with fewer records waiting.
+            side = min((s for s in sides.values() if not s.ended), key=lambda s: len(s.waiting))
+            other = sides[_OTHER[side.name]]
+            batch = next(side.batches, None)
+            if batch is None:
+                side.ended = True
+                # Nothing more will come from this side for the other's waiting records.
+                self._done(self._look_up(other, len(other.waiting)))
+            else:
+                self._done(self._read(side, other, batch))
+
+    def _read(self, side: _Side, other: _Side, batch: list[Record]) -> dict[Pass, list[str]]:
+        """Pair the batch's records with the other side's waiting ones; the rest wait in turn
+        (or are looked up at once when the other scan has ended). Returns the ids compared."""
+        done = self.checkpoint.compared(side.name, [r.id for r in batch]) if self.checkpoint else set()
+        pairs: list[tuple[Record, Record]] = []  # (the primary's record, the secondary's)
+        for r in batch:
+            if r.id in done:
+                continue
+            theirs = other.waiting.pop(r.id, None)
+            if theirs is None:
+                side.waiting[r.id] = r
+            else:
+                pairs.append((r, theirs) if side.name == "primary" else (theirs, r))
+        self._compare(pairs)
+        compared: dict[Pass, list[str]] = {
+            "primary": [p[0].id for p in pairs],
+            "secondary": [p[1].id for p in pairs],
+        }
+        limit = 0 if other.ended else _WAITING_BATCHES * self.batch_size
+        compared[side.name] += self._look_up(side, len(side.waiting) - limit)[side.name]
+        return compared
+
+    def _look_up(self, side: _Side, n: int) -> dict[Pass, list[str]]:
+        """Compare the side's `n` oldest waiting records with what the other store holds for
+        their ids now. From the primary's side this finds missing ids and differing records,
+        from the secondary's extra ids (the primary's side compares the rest)."""
+        ids = list(itertools.islice(side.waiting, max(n, 0)))
+        other = self.stores[self.roles[_OTHER[side.name]]]
+        for start in range(0, len(ids), self.batch_size):
+            chunk = [side.waiting.pop(i) for i in ids[start : start + self.batch_size]]
+            found = {r.id: r for r in other.get([r.id for r in chunk])}
+            if side.name == "primary":
+                missing = [r.id for r in chunk if r.id not in found]
+                self._compare([(r, found[r.id]) for r in chunk if r.id in found], missing)
+            else:
+                extra = [r.id for r in chunk if r.id not in found]
+                if extra:
+                    self._confirm("secondary", extra)
+        compared: dict[Pass, list[str]] = {"primary": [], "secondary": []}
+        compared[side.name] = ids
+        return compared
+
+    def _compare(self, pairs: list[tuple[Record, Record]], missing: Sequence[str] = ()) -> None:
+        """Confirm the pairs that differ, and the primary's ids the secondary lacks."""
+        differs = _vectors_differ(pairs, self.metric, self.tally.tolerance)
+        suspects = [*missing]
+        for (mine, theirs), vector_differs in zip(pairs, differs, strict=True):
+            if self._kind("primary", mine, theirs, vector_differs) is not None:
+                suspects.append(mine.id)
         if suspects:
-            self._confirm(stage, suspects)
+            self._confirm("primary", suspects)
+
+    def _done(self, compared: dict[Pass, list[str]]) -> None:
+        """Count what was compared, save it with the checkpoint, report progress."""
+        if not any(compared.values()):
+            return
+        for side, ids in compared.items():
+            self.tally.checked[side] += len(ids)
+        if self.checkpoint is not None:
+            self.checkpoint.save(self.tally, compared)
+        if self.on_progress is not None:
+            count = sum(self.tally.checked.values())
+            elapsed = time.monotonic() - self.started
+            self.on_progress(Progress(count, max(count, self.total), elapsed, self.resumed))
 
     def _kind(
         self, stage: Pass, mine: Record | None, theirs: Record | None, vector_differs: bool | None = None
     ) -> DiffKind | None:
-        """The difference this stage reports between the primary's and the secondary's record."""
+        """The difference `stage` reports between the primary's and the secondary's record."""
         kind = _difference(mine, theirs, self.metric, self.tally.tolerance, vector_differs)
         return kind if kind in _PASS_KINDS[stage] else None
 

@@ -3,6 +3,10 @@
 It owns the contract's checks (validation, model, metric) so every adapter behaves the same on
 bad input, and maps backend exceptions to `StoreError` at the boundary. Adapters implement the
 underscored methods and only ever see clean input.
+
+Every backend call runs inside `forking.working()`, so a fork never splits one. In a forked
+child a store lets go of what the parent opened (`after_fork`) and re-opens it on its first
+call there (`_reopen`), whatever the adapter.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import ClassVar, TypeVar
 from dualvec.closing import Closing
 from dualvec.errors import DualvecError, StoreError, UnsupportedMetricError, ValidationError
 from dualvec.filters import Condition, Filter, parse_filter
+from dualvec.forking import register, working
 from dualvec.records import Hit, Record, Vector
 from dualvec.spec import CollectionSpec, Metric
 from dualvec.validation import (
@@ -36,6 +41,9 @@ class BaseStore(Closing, ABC):
     backend: ClassVar[str]
     metrics: ClassVar[frozenset[Metric]] = frozenset({"cosine", "l2", "dot"})
     exact: bool = True
+    # Set in a forked child until the store has re-opened what the parent had open.
+    _stale: bool = False
+    _closed: bool = False
 
     def __init__(self, spec: CollectionSpec) -> None:
         if spec.metric not in self.metrics:
@@ -44,6 +52,7 @@ class BaseStore(Closing, ABC):
                 f"{spec.name!r}; supported: {sorted(self.metrics)}"
             )
         self.spec = spec
+        register(self, "handles")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec.name!r}>"
@@ -95,11 +104,22 @@ class BaseStore(Closing, ABC):
 
     def close(self) -> None:
         self._guard("close", self._close)
+        self._closed = True
+
+    def after_fork(self, clean: bool) -> None:
+        """In a forked child: drop the parent's locks and connections (see `forking`); the next
+        call re-opens. A store closed before the fork stays closed."""
+        if not self._closed:
+            self._forget_parent(clean)
+            self._stale = True
 
     def _guard(self, op: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         """Run a backend call, wrapping foreign exceptions so callers catch one tree."""
         try:
-            return fn(*args, **kwargs)
+            with working():
+                if self._stale and op != "close":
+                    self._reopen()
+                return fn(*args, **kwargs)
         except DualvecError:
             raise
         except Exception as exc:
@@ -127,3 +147,12 @@ class BaseStore(Closing, ABC):
 
     def _close(self) -> None:
         """Release what the store holds open."""
+
+    def _forget_parent(self, clean: bool) -> None:
+        """In a forked child: new locks, and the parent's connections closed or kept unused
+        (`forking.close_or_keep`). Nothing here may open anything."""
+
+    def _reopen(self) -> None:
+        """In a forked child, on the first call: open what `_forget_parent` let go, then clear
+        `_stale`; safe when several threads arrive at once."""
+        self._stale = False

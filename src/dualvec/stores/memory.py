@@ -30,6 +30,10 @@ class MemoryStore(BaseStore):
     def from_location(cls, location: str, spec: CollectionSpec) -> MemoryStore:
         return cls(spec)
 
+    def _forget_parent(self, clean: bool) -> None:
+        # The records are the child's own copy from here on: each process has its own.
+        self._lock = threading.Lock()
+
     def _upsert(self, records: list[Record]) -> None:
         with self._lock:
             self._records.update((r.id, r) for r in records)

@@ -6,6 +6,10 @@ same process. Every store this process opens on a folder therefore borrows one s
 close; the last one out closes the client, which releases the folder. A folder that another
 process holds raises `StoreLockedError` naming it.
 
+A forked child does not own its parent's clients (`_disown_after_fork`): it must neither use
+them nor close them, since closing releases the folder's lock, which parent and child share
+through the inherited file.
+
 Each collection's spec is kept beside Qdrant's files, in ``dualvec/<collection>.json``, so a
 reopen with another model or layout is refused, as the SQLite stores refuse it. How the store
 finds its record ids (``?id=`` on the URL) is kept beside it, in ``dualvec/<collection>.ids``:
@@ -16,6 +20,7 @@ filled with uuid5 point ids also looks like one an application keys by UUIDs).
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +32,7 @@ from qdrant_client.models import ExtendedPointId
 
 from dualvec.errors import ConfigError, StoreLockedError
 from dualvec.files import write_atomic
+from dualvec.forking import keep
 from dualvec.spec import CollectionSpec, check_same_spec
 
 __all__ = [
@@ -61,8 +67,15 @@ class SharedClient:
     point_ids: dict[tuple[str, str], dict[str, ExtendedPointId]] = field(default_factory=dict)
 
 
-_OPEN: dict[Path, SharedClient] = {}
-_OPEN_LOCK = threading.Lock()
+@dataclass
+class _Folders:
+    """The folders this process holds a client on, and the lock over that map."""
+
+    clients: dict[Path, SharedClient] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_OPEN = _Folders()
 
 
 def _held_elsewhere(folder: Path) -> bool:
@@ -106,25 +119,37 @@ def _open_client(folder: Path) -> QdrantClient:
 def borrow(folder: Path) -> SharedClient:
     """The folder's shared client, opened if this process has none yet."""
     folder = folder.resolve()
-    with _OPEN_LOCK:
-        shared = _OPEN.get(folder)
+    with _OPEN.lock:
+        shared = _OPEN.clients.get(folder)
         if shared is None:
             shared = SharedClient(folder, _open_client(folder))
-            _OPEN[folder] = shared
+            _OPEN.clients[folder] = shared
         shared.users += 1
         return shared
 
 
 def give_back(shared: SharedClient) -> None:
     """Return a borrowed client; the last user closes it, releasing the folder's lock."""
-    with _OPEN_LOCK:
+    with _OPEN.lock:
         shared.users -= 1
         if shared.users > 0:
             return
-        del _OPEN[shared.folder]
-        # Closed under _OPEN_LOCK so that a concurrent borrow cannot meet the lock still held.
+        del _OPEN.clients[shared.folder]
+        # Closed under the lock so that a concurrent borrow cannot meet the lock still held.
         with shared.lock:
             shared.client.close()
+
+
+def _disown_after_fork() -> None:
+    """In a forked child: the parent's clients are not this process's. A store opened here must
+    not borrow one, and none may be closed: closing unlocks the folder's lock file, a lock that
+    belongs to the open file parent and child share, so the parent would lose the folder."""
+    _OPEN.lock = threading.Lock()  # a thread that held it is gone
+    keep(*(shared.client for shared in _OPEN.clients.values()))
+    _OPEN.clients.clear()
+
+
+os.register_at_fork(after_in_child=_disown_after_fork)
 
 
 def _spec_path(folder: Path, name: str) -> Path:

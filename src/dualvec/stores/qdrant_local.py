@@ -25,10 +25,13 @@
   `qdrant_filter` makes no condition match it.
 - Scores: Cosine and Dot are similarities, turned into distances; Euclid already is one.
 - Cosine collections store normalised vectors: get and scan give back the direction only.
+- One process only: a process forked after opening the store (gunicorn ``--preload``) is
+  refused with `StoreLockedError` on every call; the parent keeps the folder.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -38,7 +41,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from dualvec.errors import ConfigError, StoreError, ValidationError
+from dualvec.errors import ConfigError, StoreError, StoreLockedError, ValidationError
 from dualvec.filters import Condition
 from dualvec.records import Hit, Metadata, Record, Vector
 from dualvec.spec import CollectionSpec, FieldType, Metric
@@ -140,7 +143,9 @@ class QdrantLocalStore(BaseStore):
         field_keys = [source for _, source, _ in self._fields]
         self._keys = field_keys if self._by_point else [spec.id_source, *field_keys]
         self._ids: dict[str, models.ExtendedPointId] = {}
+        self._opened_by = os.getpid()
         self._shared: SharedClient | None = self._guard("open", borrow, Path(path))
+        self._location = self._shared.folder
         try:
             with self._shared.lock:
                 bound = self._guard("open", check_bound_spec, self._shared.folder, spec)
@@ -446,6 +451,18 @@ class QdrantLocalStore(BaseStore):
     def _scan(self, batch_size: int) -> Iterator[list[Record]]:
         for points in self._scroll(batch_size, with_payload=self._keys, with_vectors=self._with_vector):
             yield [self._record(p) for p in points]
+
+    def _forget_parent(self, clean: bool) -> None:
+        # The parent's client: qdrant_folder disowns it in the child, never closing it.
+        self._shared = None
+
+    def _reopen(self) -> None:
+        raise StoreLockedError(
+            f"qdrant-local folder {self._location} was opened by process {self._opened_by}, which "
+            f"this process ({os.getpid()}) was forked from; Qdrant's local mode lets one process "
+            "use a folder. Open the store after forking, in one process only (gunicorn: no "
+            "--preload and one worker), or move the collection to a store that processes share"
+        )
 
     def _close(self) -> None:
         if self._shared is not None:

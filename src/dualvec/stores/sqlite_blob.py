@@ -130,6 +130,10 @@ class SqliteBlobStore(SqliteTableStore):
     def _data_version(self) -> int:
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
+    def _reopened(self) -> None:
+        # data_version numbers belong to a connection: the new one's say nothing of the cache.
+        self._cache_version = None
+
     def _fresh_cache(self) -> _VectorCache:
         """The cache, reloaded if another connection committed since it was built."""
         version = self._data_version()

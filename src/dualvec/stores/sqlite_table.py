@@ -14,6 +14,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from dualvec.filters import Condition
+from dualvec.forking import close_or_keep
 from dualvec.records import Metadata, Record
 from dualvec.spec import CollectionSpec, FieldType
 from dualvec.sqlite_driver import BUSY_TIMEOUT_SECONDS, connect
@@ -171,3 +172,21 @@ class SqliteTableStore(BaseStore):
             self._conn.close()
             if self._separate is not None:
                 self._separate.close()
+
+    def _forget_parent(self, clean: bool) -> None:
+        self._lock = threading.RLock()
+        self._separate_lock = threading.Lock()
+        close_or_keep(clean, self._conn, self._separate)
+
+    def _reopen(self) -> None:
+        with self._lock, self._separate_lock:
+            if not self._stale:
+                return
+            self._conn = self._connect()
+            if self._separate is not None:
+                self._separate = self._connect()
+            self._reopened()
+            self._stale = False
+
+    def _reopened(self) -> None:
+        """Hook: reset what described the parent's connection (a cache's data version)."""

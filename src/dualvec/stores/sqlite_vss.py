@@ -254,7 +254,10 @@ class SqliteVssStore(SqliteTableStore):
     def _data_version(self) -> int:
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
-    def _reopen(self) -> None:
+    def _reopened(self) -> None:
+        self._version = self._data_version()
+
+    def _reconnect(self) -> None:
         """A new connection, whose vss0 index loads on first use, inside the next transaction."""
         self._conn.close()
         self._conn = self._connect()
@@ -279,7 +282,7 @@ class SqliteVssStore(SqliteTableStore):
             if current:
                 break
             self._conn.execute("ROLLBACK")
-            self._reopen()
+            self._reconnect()
         try:
             yield bool(empty)
             self._conn.execute("COMMIT")
@@ -288,7 +291,7 @@ class SqliteVssStore(SqliteTableStore):
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
             finally:
-                self._reopen()
+                self._reconnect()
             raise
 
     def _indexed(self, vector: Vector) -> bytes:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from dualvec.distance import same_vector
@@ -33,7 +34,7 @@ DIM = 16
 N = 300
 
 
-def reference_distances(records: list[Record], query: np.ndarray, metric: Metric) -> dict[str, float]:
+def reference_distances(records: list[Record], query: npt.ArrayLike, metric: Metric) -> dict[str, float]:
     q = np.asarray(query, dtype=np.float64)
     out = {}
     for r in records:
@@ -48,7 +49,7 @@ def reference_distances(records: list[Record], query: np.ndarray, metric: Metric
 
 
 def reference_top(
-    records: list[Record], query: np.ndarray, metric: Metric, k: int
+    records: list[Record], query: npt.ArrayLike, metric: Metric, k: int
 ) -> list[tuple[str, float]]:
     dist = reference_distances(records, query, metric)
     return sorted(dist.items(), key=lambda item: item[1])[:k]
