@@ -116,14 +116,28 @@ class _Counters:
 
     def __init__(self, metrics: DualvecMetrics, collection: str) -> None:
         self.value = metrics.collection(collection).value
+        self._registry = metrics.registry
+        self._collection = collection
+
+    def _recall(self) -> tuple[float, float]:
+        """(sum, count) of the recall histogram from one collection of its samples: read with
+        two lookups, a shadow landing in between would count in one and not the other."""
+        found = {"dualvec_shadow_recall_sum": 0.0, "dualvec_shadow_recall_count": 0.0}
+        for family in self._registry.collect():
+            if family.name == "dualvec_shadow_recall":
+                for sample in family.samples:
+                    if sample.name in found and sample.labels.get("collection") == self._collection:
+                        found[sample.name] = sample.value
+        return found["dualvec_shadow_recall_sum"], found["dualvec_shadow_recall_count"]
 
     def snapshot(self) -> dict[str, float]:
+        recall_sum, recall_count = self._recall()
         return {
             "compared": sum(self.value("dualvec_shadow_comparisons_total", outcome=o) for o in OUTCOMES),
             "mismatches": self.value("dualvec_shadow_comparisons_total", outcome="mismatch"),
             "in_flight": self.value("dualvec_shadow_comparisons_total", outcome="in_flight"),
-            "recall_sum": self.value("dualvec_shadow_recall_sum"),
-            "recall_count": self.value("dualvec_shadow_recall_count"),
+            "recall_sum": recall_sum,
+            "recall_count": recall_count,
             "failures": sum(
                 self.value("dualvec_write_failures_total", store=s, op=o)
                 for s in ("legacy", "target")
