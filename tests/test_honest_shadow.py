@@ -52,6 +52,19 @@ class SlowSearches:
         return self._store.search(*args, **kwargs)
 
 
+class HeldSearches(SlowSearches):
+    """A real store whose searches wait until the test releases them: what places a shadow read
+    after a flag change, whatever the machine's load."""
+
+    def __init__(self, store) -> None:
+        super().__init__(store, 0.0)
+        self.release = threading.Event()
+
+    def search(self, *args, **kwargs):
+        assert self.release.wait(timeout=30), "never released"
+        return self._store.search(*args, **kwargs)
+
+
 def open_router(tmp_path, legacy_url: str, *, target_delay: float = 0.0, read_percent: float = 50) -> Router:
     spec = sample_spec(dim=DIM, metric="l2")
     legacy = open_store(legacy_url, spec)
@@ -192,16 +205,18 @@ def test_a_shadow_that_runs_after_the_collection_left_dual_writes_is_dropped_not
     legacy.upsert(start)
     target.upsert(start)
     config = settings(tmp_path).model_copy(update={"phase": "target-primary"})
-    router = Router.over(SlowSearches(legacy, 1.5), target, config, start_replayer=False)
+    held = HeldSearches(legacy)
+    router = Router.over(held, target, config, start_replayer=False)
     query = start[3]
     try:
-        router.search(query.vector, k=10)  # served by the target; legacy's shadow answers later
+        router.search(query.vector, k=10)  # served by the target; legacy's shadow waits
         write_flag_file(tmp_path / "flags.json", Flags(phase=Phase.TARGET))
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + 5.0
         while router.flags.flags.phase is not Phase.TARGET:
-            assert time.monotonic() < deadline, "flag change not seen within a second"
+            assert time.monotonic() < deadline, "flag change not seen"
             time.sleep(0.02)
         router.upsert([Record("after-the-flip", query.vector, query.metadata)])  # target only now
+        held.release.set()  # legacy's shadow answers only now, after the flip
         router.shadow.close()
         counts = outcomes(router)
         dropped = router.metrics.value("dualvec_shadow_dropped_total", reason="phase_changed")
