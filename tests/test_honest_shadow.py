@@ -246,9 +246,9 @@ def test_failed_reads_are_counted_per_store_whether_served_or_shadowed(tmp_path)
         with pytest.raises(OSError, match="disk I/O"):
             router.search(start[0].vector, k=10, routing_key="served-by-target")
         write_flag_file(tmp_path / "flags.json", Flags(phase=Phase.DUAL, read_percent=0, shadow_percent=100))
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + 5.0
         while router.flags.flags.read_percent != 0:
-            assert time.monotonic() < deadline, "flag change not seen within a second"
+            assert time.monotonic() < deadline, "flag change not seen"
             time.sleep(0.02)
         assert [h.id for h in router.search(start[0].vector, k=1)] == [start[0].id]  # legacy serves
         router.shadow.close()
