@@ -69,6 +69,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/migration.py
 	$(BIN)/python benchmarks/quantized.py
 	$(BIN)/python benchmarks/service.py
+	$(BIN)/python benchmarks/target.py
 
 clean:
 	rm -rf $(VENV) .venv-* .pytest_cache .ruff_cache .mypy_cache

@@ -20,6 +20,7 @@ import numpy as np
 from dualvec import CollectionSpec, open_store
 from dualvec.router import Router
 from dualvec.settings import Phase, Settings, ShadowSettings
+from dualvec.sqlite_driver import choose_driver
 
 __all__ = [
     "MIB",
@@ -166,13 +167,16 @@ def sizes_option(text: str) -> list[int]:
 
 
 def package_versions(packages: Sequence[str]) -> dict[str, str | None]:
-    """Installed version of each package, None where it is missing."""
+    """Installed version of each package (None where it is missing), and the SQLite that
+    dualvec's driver loads sqlite-vec into: what a result depends on."""
     found: dict[str, str | None] = {}
     for package in packages:
         try:
             found[package] = version(package)
         except PackageNotFoundError:
             found[package] = None
+    driver = choose_driver()
+    found[f"sqlite ({driver.name})"] = driver.sqlite_version
     return found
 
 

@@ -649,11 +649,6 @@ def memory_table(summaries: list[dict[str, Any]]) -> tuple[list[str], list[list[
     return headers, rows
 
 
-def versions() -> dict[str, str | None]:
-    found = package_versions(PACKAGES)
-    return found
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -715,7 +710,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "backfill",
         {
             "benchmark": "backfill",
-            "machine": {**machine(), "packages": versions(), "load_average": load},
+            "machine": {**machine(), "packages": package_versions(PACKAGES), "load_average": load},
             "config": {
                 "dim": DIM,
                 "metric": SPEC.metric,

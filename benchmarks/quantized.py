@@ -67,7 +67,6 @@ from _common import (
 )
 
 from dualvec import CollectionSpec, Record, VectorStore, open_store
-from dualvec.sqlite_driver import choose_driver
 
 SIZES = (10_000, 100_000)
 DIM = 384
@@ -281,13 +280,6 @@ def sweep_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
-def versions() -> dict[str, str | None]:
-    found = package_versions(PACKAGES)
-    driver = choose_driver()
-    found[f"sqlite ({driver.name})"] = driver.sqlite_version
-    return found
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
@@ -347,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "quantized",
         {
             "benchmark": "quantized",
-            "machine": {**machine(), "packages": versions()},
+            "machine": {**machine(), "packages": package_versions(PACKAGES)},
             "config": {
                 "dim": DIM,
                 "metric": SPEC.metric,

@@ -75,7 +75,7 @@ from _common import (
 )
 
 from dualvec import CollectionSpec, FieldSpec, Record, VectorStore, open_store
-from dualvec.sqlite_driver import choose_driver, connect
+from dualvec.sqlite_driver import connect
 from dualvec.testing.data import LANGS
 
 STORES = ("sqlite-vec", "sqlite-blob", "memory", "lancedb", "qdrant-local", "sqlite-vss")
@@ -406,13 +406,6 @@ def check_rows(found: list[dict[str, Any]]) -> list[list[str]]:
     ]
 
 
-def versions() -> dict[str, str | None]:
-    found = package_versions(PACKAGES)
-    driver = choose_driver()
-    found[f"sqlite ({driver.name})"] = driver.sqlite_version
-    return found
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -469,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "stores",
         {
             "benchmark": "stores",
-            "machine": {**machine(), "packages": versions()},
+            "machine": {**machine(), "packages": package_versions(PACKAGES)},
             "config": {
                 "dim": DIM,
                 "metric": SPEC.metric,

@@ -204,7 +204,8 @@ def test_a_shadow_that_runs_after_the_collection_left_dual_writes_is_dropped_not
     start = make_records(LIVE, DIM, seed=1)
     legacy.upsert(start)
     target.upsert(start)
-    config = settings(tmp_path).model_copy(update={"phase": "target-primary"})
+    # Every read served by the target (read_percent 100), so only the shadow reads legacy.
+    config = settings(tmp_path, read_percent=100).model_copy(update={"phase": "target-primary"})
     held = HeldSearches(legacy)
     router = Router.over(held, target, config, start_replayer=False)
     query = start[3]

@@ -136,12 +136,19 @@ def _narrow_bounds(arrow_type: pa.DataType) -> tuple[float, float] | None:
     float32, ...), which validation does not check: Arrow raises on an int out of range and
     turns a float out of range into infinity. None for any other column."""
     if pa.types.is_integer(arrow_type) and arrow_type != pa.int64():
-        info = np.iinfo(arrow_type.to_pandas_dtype())
+        info = np.iinfo(_numpy_dtype(arrow_type))
         return (int(info.min), int(info.max))
     if pa.types.is_floating(arrow_type) and arrow_type != pa.float64():
-        largest = float(np.finfo(arrow_type.to_pandas_dtype()).max)
+        largest = float(np.finfo(_numpy_dtype(arrow_type)).max)
         return (-largest, largest)
     return None
+
+
+def _numpy_dtype(arrow_type: pa.DataType) -> np.dtype[Any]:
+    """The NumPy dtype of an Arrow integer or float type, from its width (pyarrow's own
+    `to_pandas_dtype` needs pandas installed in some versions, which dualvec does not need)."""
+    kind = "f" if pa.types.is_floating(arrow_type) else "i" if pa.types.is_signed_integer(arrow_type) else "u"
+    return np.dtype(f"{kind}{arrow_type.bit_width // 8}")
 
 
 def _quoted(column: str) -> str:
@@ -182,7 +189,7 @@ class LanceDBStore(BaseStore):
         # and cannot be there to get or delete.
         self._id_range: tuple[int, int] | None = None
         if pa.types.is_integer(id_type):
-            info = np.iinfo(id_type.to_pandas_dtype())
+            info = np.iinfo(_numpy_dtype(id_type))
             self._id_range = (int(info.min), int(info.max))
         self.exact = not self._guard("open", self._has_ann_index)
         self._optimize_every = optimize_every
