@@ -39,16 +39,17 @@ from functools import partial
 from typing import TypeVar
 
 from dualvec.errors import ConfigError, StoreError
-from dualvec.filters import Filter, parse_filter
+from dualvec.filters import Filter
 from dualvec.flags import FlagSnapshot
 from dualvec.logs import get_logger
 from dualvec.metrics import DualvecMetrics
 from dualvec.protocol import VectorStore
 from dualvec.records import Hit, Record
 from dualvec.router import Router
+from dualvec.search_checks import check_search
 from dualvec.settings import Settings
 from dualvec.spec import CollectionSpec
-from dualvec.validation import check_ids, check_k, check_model, check_query_vector, check_records
+from dualvec.validation import check_ids, check_model, check_records
 
 __all__ = ["DEFAULT_CONCURRENCY", "AsyncRouter"]
 
@@ -138,10 +139,7 @@ class AsyncRouter:
         routing_key: str | None = None,
     ) -> list[Hit]:
         """`Router.search`, awaited: the caller's store, maybe a shadow read on the other one."""
-        check_model(self.spec, model)
-        query = check_query_vector(self.spec, vector)
-        limit = check_k(k)
-        parse_filter(self.spec, filter)
+        query, limit = check_search(self.spec, vector, k, filter, model)
         return await self._read(self.router.search, query, limit, filter, routing_key=routing_key)
 
     async def get(self, ids: Sequence[str], *, routing_key: str | None = None) -> list[Record]:

@@ -21,7 +21,7 @@ from contextvars import ContextVar
 
 from dualvec.closing import Closing
 from dualvec.errors import ConfigError
-from dualvec.filters import Filter, parse_filter
+from dualvec.filters import Filter
 from dualvec.flags import FlagSnapshot, FlagSource, FlagSourceFactory
 from dualvec.logs import get_logger
 from dualvec.metrics import CollectionMetrics, DualvecMetrics
@@ -32,10 +32,11 @@ from dualvec.recent_writes import RecentWrites
 from dualvec.records import Hit, Record
 from dualvec.replay import ReplayResult, replay_once
 from dualvec.routing import in_percent, key_fingerprint
+from dualvec.search_checks import check_search
 from dualvec.settings import Flags, Phase, Settings
 from dualvec.shadow import ShadowRunner
 from dualvec.spec import CollectionSpec
-from dualvec.validation import check_ids, check_k, check_model, check_query_vector, check_records
+from dualvec.validation import check_ids, check_model, check_records
 
 __all__ = ["Router", "routing_key"]
 
@@ -179,10 +180,7 @@ class Router(Closing):
         routing_key: str | None = None,
     ) -> list[Hit]:
         """Search the store this caller is routed to; maybe shadow it on the other one."""
-        check_model(self.spec, model)
-        query = check_query_vector(self.spec, vector)
-        limit = check_k(k)
-        parse_filter(self.spec, filter)
+        query, limit = check_search(self.spec, vector, k, filter, model)
         flags = self.flags.flags
         key = routing_key if routing_key is not None else _routing_key.get()
         served: Role = "target" if self.reads_target(flags, key) else "legacy"
