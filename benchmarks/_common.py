@@ -1,8 +1,9 @@
 """Helpers the benchmark scripts share: timing, percentiles, memory, worker processes, routers,
-Markdown and JSON output."""
+Markdown and JSON output, the command-line options every script has."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -25,10 +26,13 @@ from dualvec.sqlite_driver import choose_driver
 __all__ = [
     "MIB",
     "RESULTS_DIR",
+    "add_sizes",
+    "benchmark_parser",
     "latency",
     "machine",
     "markdown_table",
     "median",
+    "names_option",
     "open_router",
     "package_versions",
     "rate",
@@ -164,6 +168,28 @@ def run_json_worker(command: Sequence[str], timeout: float) -> dict[str, Any]:
 def sizes_option(text: str) -> list[int]:
     """argparse type for a comma-separated list of collection sizes."""
     return [int(x) for x in text.split(",")]
+
+
+def names_option(text: str) -> list[str]:
+    """argparse type for a comma-separated list of names (stores, sections, loads)."""
+    return text.split(",")
+
+
+def benchmark_parser(doc: str | None, worker: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """A script's parser: the first paragraph of its docstring as the description, and the
+    hidden `--worker` by which the script re-runs itself to measure one case in a fresh process
+    (a flag, or with `worker` the name of the case to measure)."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    if worker is None:
+        parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    else:
+        parser.add_argument("--worker", choices=worker, help=argparse.SUPPRESS)
+    return parser
+
+
+def add_sizes(parser: argparse.ArgumentParser, default: Sequence[int], help_text: str) -> None:
+    """`--sizes`: the collection sizes to measure, comma-separated."""
+    parser.add_argument("--sizes", type=sizes_option, default=list(default), help=help_text)
 
 
 def package_versions(packages: Sequence[str]) -> dict[str, str | None]:

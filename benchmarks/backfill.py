@@ -78,6 +78,8 @@ from typing import Any, TypeVar
 
 from _common import (
     MIB,
+    add_sizes,
+    benchmark_parser,
     machine,
     markdown_table,
     median,
@@ -86,7 +88,6 @@ from _common import (
     rotated,
     rss_bytes,
     run_json_worker,
-    sizes_option,
     timed,
     verdict,
     write_results,
@@ -650,22 +651,14 @@ def memory_table(summaries: list[dict[str, Any]]) -> tuple[list[str], list[list[
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--sizes",
-        type=sizes_option,
-        default=list(SIZES),
-        help="comma-separated collection sizes (default 10000,100000)",
-    )
+    parser = benchmark_parser(__doc__, worker=["setup", *ROUND_KINDS, "verify-checkpoint"])
+    add_sizes(parser, SIZES, "comma-separated collection sizes (default 10000,100000)")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="rounds per size (median)")
     parser.add_argument(
         "--budget",
         type=float,
         default=BUDGET_S,
         help="seconds after which the verify with a checkpoint is stopped (default %(default)s)",
-    )
-    parser.add_argument(
-        "--worker", choices=["setup", *ROUND_KINDS, "verify-checkpoint"], help=argparse.SUPPRESS
     )
     parser.add_argument("--size-folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)

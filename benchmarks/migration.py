@@ -79,6 +79,7 @@ from typing import Any
 import numpy as np
 from _common import (
     MIB,
+    benchmark_parser,
     latency,
     machine,
     markdown_table,
@@ -542,7 +543,7 @@ def checks(summary: dict[str, Any], search: dict[str, Any], args: argparse.Names
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__, worker=("footprint", "search"))
     parser.add_argument("--collections", type=int, default=COLLECTIONS, help="collections open at once")
     parser.add_argument("--records", type=int, help=f"records per collection (default {RECORDS:,})")
     parser.add_argument("--queries", type=int, help=f"search: timed queries (default {QUERIES})")
@@ -555,7 +556,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help=f"smoke run: defaults become {', '.join(f'--{k} {v}' for k, v in QUICK.items())}",
     )
-    parser.add_argument("--worker", choices=("footprint", "search"), help=argparse.SUPPRESS)
     parser.add_argument("--layout", choices=LAYOUTS, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)

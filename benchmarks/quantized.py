@@ -53,6 +53,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from _common import (
+    add_sizes,
+    benchmark_parser,
     latency,
     machine,
     markdown_table,
@@ -281,10 +283,8 @@ def sweep_rows(results: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument(
-        "--sizes", type=sizes_option, default=list(SIZES), help="comma-separated sizes (10000,100000)"
-    )
+    parser = benchmark_parser(__doc__)
+    add_sizes(parser, SIZES, "comma-separated sizes (10000,100000)")
     parser.add_argument("--queries", type=int, default=200, help="timed queries per size (200)")
     parser.add_argument("--recall", type=float, default=0.95, help="recall@10 the sweep looks for")
     parser.add_argument(
@@ -294,7 +294,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--blas-threads", type=int, default=1, help="NumPy's BLAS threads (1, as sqlite-vec's scan)"
     )
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.queries = [10_000], 30

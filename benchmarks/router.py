@@ -66,15 +66,17 @@ from typing import Any
 
 import numpy as np
 from _common import (
+    add_sizes,
+    benchmark_parser,
     latency,
     machine,
     markdown_table,
     median,
+    names_option,
     open_router,
     rate,
     rotated,
     run_json_worker,
-    sizes_option,
     store_url,
     timed,
     verdict,
@@ -515,22 +517,17 @@ def checks(results: dict[str, Any]) -> list[list[str]]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__, worker=SECTIONS[:3])
     parser.add_argument(
         "--sections",
-        type=lambda s: s.split(","),
+        type=names_option,
         default=list(SECTIONS),
         help=f"comma-separated subset of {','.join(SECTIONS)}",
     )
-    parser.add_argument(
-        "--sizes",
-        type=sizes_option,
-        default=list(SIZES),
-        help="search: comma-separated collection sizes (default 10000,100000)",
-    )
+    add_sizes(parser, SIZES, "search: comma-separated collection sizes (default 10000,100000)")
     parser.add_argument(
         "--legacies",
-        type=lambda s: s.split(","),
+        type=names_option,
         default=list(LEGACIES),
         help=f"dual-write: comma-separated legacy stores, upsert: the first (default {','.join(LEGACIES)})",
     )
@@ -538,7 +535,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=40, help="upsert: batches each side, per phase")
     parser.add_argument("--rows", type=int, default=50_000, help="dual-write: rows per configuration")
     parser.add_argument("--runs", type=int, default=5, help="rollback: repetitions")
-    parser.add_argument("--worker", choices=SECTIONS[:3], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = sorted(set(args.sections) - set(SECTIONS)) + sorted(set(args.legacies) - set(LEGACIES))
     if unknown:

@@ -87,15 +87,17 @@ from urllib.parse import urlsplit
 import numpy as np
 from _common import (
     RESULTS_DIR,
+    add_sizes,
+    benchmark_parser,
     latency,
     machine,
     markdown_table,
     median,
+    names_option,
     package_versions,
     rate,
     rotated,
     run_json_worker,
-    sizes_option,
     verdict,
     write_results,
 )
@@ -910,19 +912,14 @@ def checks(results: dict[str, Any]) -> list[list[str]]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__, worker=SECTIONS)
     parser.add_argument(
         "--sections",
-        type=lambda s: s.split(","),
+        type=names_option,
         default=list(SECTIONS),
         help=f"comma-separated subset of {','.join(SECTIONS)}",
     )
-    parser.add_argument(
-        "--sizes",
-        type=sizes_option,
-        default=list(SIZES),
-        help="search: comma-separated collection sizes (default 10000,100000)",
-    )
+    add_sizes(parser, SIZES, "search: comma-separated collection sizes (default 10000,100000)")
     parser.add_argument("--queries", type=int, default=200, help="search, 1 client: timed queries per size")
     parser.add_argument("--rounds", type=int, default=6, help="search, 8 clients: rounds of the three paths")
     parser.add_argument(
@@ -936,7 +933,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=12.0,
         help=f"py-spy on the service at {PROFILE_SIZE:,} (0: no profile)",
     )
-    parser.add_argument("--worker", choices=SECTIONS, help=argparse.SUPPRESS)
     parser.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = sorted(set(args.sections) - set(SECTIONS))

@@ -63,14 +63,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from _common import (
+    add_sizes,
+    benchmark_parser,
     latency,
     machine,
     markdown_table,
     median,
+    names_option,
     open_router,
     rotated,
     run_json_worker,
-    sizes_option,
     verdict,
     write_results,
 )
@@ -305,10 +307,10 @@ def floats(text: str) -> list[float]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument(
         "--legacies",
-        type=lambda s: s.split(","),
+        type=names_option,
         default=list(LEGACIES),
         help=f"comma-separated legacy stores (default {','.join(LEGACIES)})",
     )
@@ -317,19 +319,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--loads",
-        type=lambda s: s.split(","),
+        type=names_option,
         default=list(LOADS),
         help=f"comma-separated subset of {','.join(LOADS)}",
     )
-    parser.add_argument(
-        "--sizes",
-        type=sizes_option,
-        default=list(SIZES),
-        help="comma-separated collection sizes (default 10000)",
-    )
+    add_sizes(parser, SIZES, "comma-separated collection sizes (default 10000)")
     parser.add_argument("--queries", type=int, default=80, help="queries per block")
     parser.add_argument("--reps", type=int, default=4, help="blocks per shadow percentage")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = sorted(set(args.legacies) - set(LEGACIES)) + sorted(set(args.loads) - set(LOADS))
     if unknown:

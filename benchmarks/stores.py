@@ -60,14 +60,16 @@ import numpy as np
 import numpy.typing as npt
 from _common import (
     MIB,
+    add_sizes,
+    benchmark_parser,
     latency,
     machine,
     markdown_table,
     median,
+    names_option,
     package_versions,
     rate,
     rss_bytes,
-    sizes_option,
     store_url,
     timed,
     verdict,
@@ -407,24 +409,18 @@ def check_rows(found: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument(
         "--stores",
-        type=lambda s: s.split(","),
+        type=names_option,
         default=list(STORES),
         help=f"comma-separated subset of {','.join(STORES)}",
     )
-    parser.add_argument(
-        "--sizes",
-        type=sizes_option,
-        default=list(SIZES),
-        help="comma-separated collection sizes (default 10000,100000)",
-    )
+    add_sizes(parser, SIZES, "comma-separated collection sizes (default 10000,100000)")
     parser.add_argument("--queries", type=int, default=100, help="timed queries per store and size")
     parser.add_argument(
         "--budget", type=float, default=120.0, help="seconds of insert after which a size is skipped"
     )
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = sorted(set(args.stores) - set(STORES))
     if unknown:

@@ -54,6 +54,8 @@ import numpy as np
 import numpy.typing as npt
 from _common import (
     MIB,
+    add_sizes,
+    benchmark_parser,
     latency,
     machine,
     markdown_table,
@@ -63,7 +65,6 @@ from _common import (
     rotated,
     rss_bytes,
     run_json_worker,
-    sizes_option,
     timed,
     verdict,
     write_results,
@@ -482,15 +483,12 @@ def build_rows(results: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument(
-        "--sizes", type=sizes_option, default=list(SIZES), help="comma-separated sizes (100000)"
-    )
+    parser = benchmark_parser(__doc__)
+    add_sizes(parser, SIZES, "comma-separated sizes (100000)")
     parser.add_argument("--queries", type=int, default=200, help="timed queries per size (200)")
     parser.add_argument("--recall", type=float, default=0.95, help="recall@10 the targets ask for")
     parser.add_argument("--workdir", help="build the stores here and reuse them on the next run")
     parser.add_argument("--blas-threads", type=int, default=1, help="NumPy's BLAS threads (1)")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rss", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.queries < 1 or min(args.sizes) <= K or not 0 < args.recall <= 1:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import sqlite_locked
 
-from dualvec import Record, open_store
+from dualvec import Record, VectorStore, open_store
 from dualvec.flags import Flags, Phase, write_flag_file
 from dualvec.mismatch_log import MismatchLog
 from dualvec.router import Router
@@ -65,13 +65,19 @@ class HeldSearches(SlowSearches):
         return self._store.search(*args, **kwargs)
 
 
-def open_router(tmp_path, legacy_url: str, *, target_delay: float = 0.0, read_percent: float = 50) -> Router:
+def filled_stores(tmp_path, legacy_url: str) -> tuple[VectorStore, VectorStore, list[Record]]:
+    """Legacy and a sqlite-vec target holding the same records, as backfill would leave them."""
     spec = sample_spec(dim=DIM, metric="l2")
     legacy = open_store(legacy_url, spec)
     target = open_store(f"sqlite-vec://{tmp_path}/target.db?busy_timeout=0.05", spec)
     start = make_records(LIVE, DIM, seed=1)
-    legacy.upsert(start)  # what backfill would have copied
+    legacy.upsert(start)
     target.upsert(start)
+    return legacy, target, start
+
+
+def open_router(tmp_path, legacy_url: str, *, target_delay: float = 0.0, read_percent: float = 50) -> Router:
+    legacy, target, _ = filled_stores(tmp_path, legacy_url)
     if target_delay:
         target = SlowSearches(target, target_delay)
     return Router.over(legacy, target, settings(tmp_path, read_percent), start_replayer=False)
@@ -198,12 +204,7 @@ def test_a_shadow_that_runs_after_the_collection_left_dual_writes_is_dropped_not
     """The demo's last phase: shadows queued in target-primary run after the flip to `target`,
     when legacy no longer receives writes. Comparing against it would report the writes it
     missed as mismatches; the comparison is dropped and counted instead."""
-    spec = sample_spec(dim=DIM, metric="l2")
-    legacy = open_store(f"sqlite-blob://{tmp_path}/legacy.db", spec)
-    target = open_store(f"sqlite-vec://{tmp_path}/target.db", spec)
-    start = make_records(LIVE, DIM, seed=1)
-    legacy.upsert(start)
-    target.upsert(start)
+    legacy, target, start = filled_stores(tmp_path, f"sqlite-blob://{tmp_path}/legacy.db")
     # Every read served by the target (read_percent 100), so only the shadow reads legacy.
     config = settings(tmp_path, read_percent=100).model_copy(update={"phase": "target-primary"})
     held = HeldSearches(legacy)
@@ -236,12 +237,7 @@ class FailingSearches(SlowSearches):
 
 
 def test_failed_reads_are_counted_per_store_whether_served_or_shadowed(tmp_path):
-    spec = sample_spec(dim=DIM, metric="l2")
-    legacy = open_store(f"sqlite-blob://{tmp_path}/legacy.db", spec)
-    target = open_store(f"sqlite-vec://{tmp_path}/target.db", spec)
-    start = make_records(LIVE, DIM, seed=1)
-    legacy.upsert(start)
-    target.upsert(start)
+    legacy, target, start = filled_stores(tmp_path, f"sqlite-blob://{tmp_path}/legacy.db")
     router = Router.over(legacy, FailingSearches(target, 0), settings(tmp_path, 100), start_replayer=False)
     try:
         with pytest.raises(OSError, match="disk I/O"):
@@ -259,3 +255,25 @@ def test_failed_reads_are_counted_per_store_whether_served_or_shadowed(tmp_path)
         router.close()
     assert target_failed == 2  # the read it served, and the shadow of the one legacy served
     assert legacy_failed == 0
+
+
+def test_a_write_in_flight_lowers_no_recall_the_guard_reads(tmp_path):
+    """A target judged with min_recall 0.8 (as a quantized one is): a record written between the
+    served read and its shadow makes the two answers differ by one id in ten, a match either way;
+    the recall observed is the target's (1.0), not 0.9 because of the write."""
+    legacy, target, start = filled_stores(tmp_path, f"sqlite-blob://{tmp_path}/legacy.db")
+    config = settings(tmp_path, read_percent=0).model_copy(
+        update={"shadow": ShadowSettings(workers=1, niceness=0, min_recall=0.8)}
+    )
+    router = Router.over(legacy, SlowSearches(target, 0.5), config, start_replayer=False)
+    try:
+        router.search(start[3].vector, k=10)
+        time.sleep(0.1)
+        router.upsert([Record("new-1", start[3].vector + 0.001, start[3].metadata)])
+        router.shadow.close()
+        counts = outcomes(router)
+        recall = {n: router.metrics.value(f"dualvec_shadow_recall_{n}") for n in ("sum", "count")}
+    finally:
+        router.close()
+    assert counts == {"match": 1, "mismatch": 0, "in_flight": 0}
+    assert recall == {"sum": 1.0, "count": 1.0}

@@ -13,9 +13,9 @@ How, and why it is safe:
    is not found, so it is not brought back.
 3. What legacy holds now is the scanned batch itself while no write has been made since the
    scan began: every live write, replay and repair commits to the outbox file before it touches
-   a store (`_WriteWatch` notices any commit there, from any process). Once one has, the batch's
-   ids are re-read from legacy with `get` under the lock, for the rest of the scan. (The re-read
-   was a fifth of backfill's time in a profile; a quiet backfill skips it.)
+   a store (`dualvec.outbox.WriteWatch` notices any commit there, from any process). Once one
+   has, the batch's ids are re-read from legacy with `get` under the lock, for the rest of the
+   scan. (The re-read was a fifth of backfill's time in a profile; a quiet backfill skips it.)
 4. An id whose outbox intent names the target as its source (a write made in `target-primary`
    whose legacy copy failed) is skipped: legacy is behind for it, and the replayer copies it
    the right way round. An id waiting with legacy as its source is always re-read.
@@ -42,11 +42,10 @@ from typing import Any
 
 from dualvec.errors import ConfigError
 from dualvec.json_files import read_json_state, write_json_atomic
-from dualvec.outbox import Outbox
+from dualvec.outbox import Outbox, WriteWatch
 from dualvec.progress import DEFAULT_BATCH_SIZE, Progress, ProgressCallback
 from dualvec.protocol import VectorStore
 from dualvec.records import Record
-from dualvec.sqlite_driver import connect
 
 __all__ = [
     "BackfillPlan",
@@ -136,31 +135,10 @@ class BackfillResult:
         return {**asdict(self), "seconds": round(self.seconds, 3)}
 
 
-class _WriteWatch:
-    """Whether any write has been committed to the outbox file since the watch began.
-
-    SQLite's `PRAGMA data_version` changes on a connection whenever another connection, in this
-    process or any other, has committed to the file. The watch reads it on a connection of its
-    own, which never writes, so every writer counts."""
-
-    def __init__(self, outbox: Outbox) -> None:
-        self._conn = connect(outbox.path, vec=False)
-        self._start = self._version()
-
-    def _version(self) -> int:
-        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-
-    def quiet(self) -> bool:
-        return self._version() == self._start
-
-    def close(self) -> None:
-        self._conn.close()
-
-
 class _Copier:
     """Copies ids from legacy to the target under the write lock, and counts what it did."""
 
-    def __init__(self, legacy: VectorStore, target: VectorStore, outbox: Outbox, watch: _WriteWatch) -> None:
+    def __init__(self, legacy: VectorStore, target: VectorStore, outbox: Outbox, watch: WriteWatch) -> None:
         self.legacy, self.target, self.outbox, self.watch = legacy, target, outbox, watch
         self.copied = self.present = self.deleted = self.pending = 0
 
@@ -213,7 +191,7 @@ def backfill(
         resume_from = _load_checkpoint(checkpoint, name).scanned
     total = legacy.count()
     # Started before the scan reads anything: any write the scan may have missed comes after.
-    watch = _WriteWatch(outbox)
+    watch = WriteWatch(outbox)
     copier = _Copier(legacy, target, outbox, watch)
     position = 0
     try:

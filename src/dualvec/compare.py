@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from dualvec.errors import ConfigError
 from dualvec.records import Hit
 
-__all__ = ["CompareThresholds", "Comparison", "compare", "explained_by"]
+__all__ = ["CompareThresholds", "Comparison", "compare", "without_written"]
 
 
 @dataclass(frozen=True)
@@ -157,27 +157,25 @@ def compare(
     )
 
 
-def explained_by(
+def without_written(
     control: Sequence[Hit],
     candidate: Sequence[Hit],
     k: int,
     written: set[str],
     thresholds: CompareThresholds | None = None,
-) -> bool:
-    """Whether ids being written account for every difference between two answers.
+) -> Comparison | None:
+    """The comparison of what two answers say once ids being written are taken out of both;
+    None when no such id is among them.
 
-    The written ids are taken out of both answers; what remains must agree over the length
-    both still have. Taking an id out of one answer shifts the ids after it, so an id it
-    pushed past the k-th place of the other answer (never written itself) falls outside that
-    common length instead of counting as a difference. With no written id among them, the
-    answers must agree as they are: a lost write, a corrupt vector or a different filter
-    result is never explained away."""
+    What remains is compared over the length both still have: taking an id out of one answer
+    shifts the ids after it, so an id it pushed past the k-th place of the other answer (never
+    written itself) falls outside that common length instead of counting as a difference. A
+    lost write, a corrupt vector or a different filter result involves no written id, so it
+    stays in what remains and is never explained away."""
     among = written & ({h.id for h in control[:k]} | {h.id for h in candidate[:k]})
     if not among:
-        return False
+        return None
     kept_control = [h for h in control[:k] if h.id not in among]
     kept_candidate = [h for h in candidate[:k] if h.id not in among]
     common = min(len(kept_control), len(kept_candidate))
-    if common == 0:
-        return True
-    return not compare(kept_control[:common], kept_candidate[:common], common, thresholds).mismatch
+    return compare(kept_control[:common], kept_candidate[:common], max(common, 1), thresholds)

@@ -4,6 +4,9 @@ traffic, ending in a report where every number was measured in this run.
 Steps: build the legacy collection; route it in phase legacy; dual; backfill; verify; shadow
 100%; read 10% -> 50% -> 100%; an injected sqlite-vec outage (another process holds its write
 lock) that the outbox repairs; rollback and re-ramp; target-primary with a final verify; target.
+Then `claims` is ramped by the guard (`dualvec ramp` in-process, judged on the demo's own
+metrics): first with records deleted from its sqlite-vec table behind the router's back, which
+the guard rolls back on its own; then, repaired by a verify, to 100%.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ import numpy.typing as npt
 
 from dualvec.backfill import backfill
 from dualvec.flags import FlagSnapshot
+from dualvec.guard.ramp import PhaseRulesControl, Ramp, RampPlan
+from dualvec.guard.sources import ExpositionSource
 from dualvec.metrics import OUTCOMES, DualvecMetrics
 from dualvec.metrics_server import start_metrics_server
 from dualvec.migration import Migration
 from dualvec.phases import change_flags, rollback_flags, verify_collection
 from dualvec.records import Record
 from dualvec.registry import open_store
-from dualvec.settings import CollectionConfig, Phase, Settings, ShadowSettings
+from dualvec.settings import CollectionConfig, GuardSettings, Phase, Settings, ShadowSettings
 from dualvec.spec import CollectionSpec, FieldSpec
 from dualvec.testing.data import SAMPLE_FIELDS
 from dualvec.testing.faults import sqlite_locked
@@ -64,6 +69,7 @@ class DemoReport:
     build_seconds: float
     backfill: dict[str, dict[str, Any]] = field(default_factory=dict)
     verifies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ramps: dict[str, dict[str, Any]] = field(default_factory=dict)
     phases: list[PhaseReport] = field(default_factory=list)
     final_flags: dict[str, dict[str, Any]] = field(default_factory=dict)
     total_seconds: float = 0.0
@@ -152,6 +158,9 @@ QUANTIZED_OVERSAMPLE = 8
 QUANTIZED_MIN_RECALL = 0.8
 CLAIMS_DIM = 32
 CATEGORIES = ("finance", "health", "science", "sport")
+GUARD_MIN_COMPARISONS = 5
+LIVE_IDS = 2000  # ids the workload's writer upserts and deletes
+RAMP_STEPS = (25.0, 50.0, 100.0)
 
 
 def claim_records(n: int, dim: int, seed: int = 0) -> list[Record]:
@@ -171,7 +180,7 @@ def claim_records(n: int, dim: int, seed: int = 0) -> list[Record]:
 class Demo:
     """Two collections of different shapes, migrated at different paces in one process: `docs`
     walks every phase; `claims` follows to dual, is verified, ramps to 10% and stays there,
-    untouched by `docs`'s rollback."""
+    untouched by `docs`'s rollback, until the guard ramps it (and once rolls it back)."""
 
     def __init__(
         self,
@@ -200,7 +209,10 @@ class Demo:
                     quantize="bit",
                     oversample=QUANTIZED_OVERSAMPLE,
                 ),
+                # Its own sqlite-vec file: two collections writing one file contend for its
+                # write lock, and with the outage's 50 ms busy timeout one would fail the other.
                 CLAIMS: CollectionConfig(
+                    target_url=f"sqlite-vec://{workdir}/{CLAIMS}-target.db?busy_timeout=0.05",
                     dim=CLAIMS_DIM,
                     metric="l2",
                     model="demo-claims",
@@ -216,6 +228,10 @@ class Demo:
             # A quantized target may miss a true neighbour now and then; a shadow answer below
             # this recall is a mismatch (`dualvec bench --recall` measures what to set).
             shadow=ShadowSettings(mismatch_log=workdir / "mismatches.jsonl", min_recall=QUANTIZED_MIN_RECALL),
+            # The guard's defaults but for the pace: an interval of two phases, and few
+            # comparisons suffice in one (every comparison waits on a legacy LanceDB search,
+            # and those slow down as live writes add fragments).
+            guard=GuardSettings(interval=2 * phase_seconds, min_comparisons=GUARD_MIN_COMPARISONS),
         )
         self.spec = self.settings.specs(DOCS)[0]
         self.metrics = DualvecMetrics()
@@ -265,7 +281,9 @@ class Demo:
                 make=doc_records,
                 queries=doc_vectors(256, self.spec.dim, np.random.default_rng(7)),
             ),
-            CLAIMS: Workload(migration[CLAIMS], readers=1, write_pause=0.05, make=claim_records),
+            CLAIMS: Workload(
+                migration[CLAIMS], readers=1, write_pause=0.05, live_ids=LIVE_IDS, make=claim_records
+            ),
         }
         for workload in workloads.values():
             workload.start()
@@ -288,9 +306,10 @@ class Demo:
         report: DemoReport,
         name: str,
         body: Callable[[], str] | None = None,
+        about: str = DOCS,
     ) -> None:
         """Run traffic for one phase (and `body`, if any) and record, per collection, what
-        callers and metrics saw."""
+        callers and metrics saw; what `body` says goes on the row of collection `about`."""
         self.say(f"phase {name}")
         for workload in workloads.values():
             workload.phase = name
@@ -323,9 +342,25 @@ class Demo:
                     else None,
                     secondary_write_failures=int(delta["failures"]),
                     repairs=int(delta["repairs"]),
-                    notes=notes if collection == DOCS else "",
+                    notes=notes if collection == about else "",
                 )
             )
+
+    def _verify(
+        self, migration: Migration, report: DemoReport, label: str, names: tuple[str, ...]
+    ) -> Callable[[], str]:
+        """A phase body: verify (and repair) each of `names`, as `dualvec verify --repair` does."""
+
+        def body() -> str:
+            notes = []
+            for name in names:
+                router = migration[name]
+                result = verify_collection(self.settings, name, router.stores, router.outbox, repair=True)
+                report.verifies[f"{name} {label}"] = result.as_dict()
+                notes.append(f"{name}: {result.summary()}")
+            return "; ".join(notes)
+
+        return body
 
     def _walk(self, migration: Migration, workloads: Mapping[str, Workload], report: DemoReport) -> None:
         docs = migration[DOCS]
@@ -350,19 +385,8 @@ class Demo:
 
         self._phase(workloads, report, "backfill", run_backfill)
 
-        def run_verify(label: str, names: tuple[str, ...]) -> Callable[[], str]:
-            def body() -> str:
-                notes = []
-                for name in names:
-                    router = migration[name]
-                    result = verify_collection(self.settings, name, router.stores, router.outbox, repair=True)
-                    report.verifies[f"{name} {label}"] = result.as_dict()
-                    notes.append(f"{name}: {result.summary()}")
-                return "; ".join(notes)
-
-            return body
-
-        self._phase(workloads, report, "verify", run_verify("after backfill", (DOCS, CLAIMS)))
+        verify = self._verify(migration, report, "after backfill", (DOCS, CLAIMS))
+        self._phase(workloads, report, "verify", verify)
         self.set_flags(migration, shadow_percent=100.0)
         self._phase(workloads, report, "shadow 100%")
         for percent in (10.0, 50.0, 100.0):
@@ -393,10 +417,72 @@ class Demo:
         self._phase(workloads, report, "re-ramp docs 100%")
         _wait_for(lambda: docs.outbox.stats().depth == 0, timeout=30)
         self.set_flags(migration, DOCS, phase=Phase.TARGET_PRIMARY, shadow_percent=10.0)
-        self._phase(workloads, report, "docs target-primary", run_verify("final (target-primary)", (DOCS,)))
+        final = self._verify(migration, report, "final (target-primary)", (DOCS,))
+        self._phase(workloads, report, "docs target-primary", final)
         self.set_flags(migration, DOCS, shadow_percent=0.0)
         self.set_flags(migration, DOCS, phase=Phase.TARGET)
         self._phase(workloads, report, "docs target")
+        self._guarded_ramps(migration, workloads, report)
+
+    def _guarded_ramps(
+        self,
+        migration: Migration,
+        workloads: Mapping[str, Workload],
+        report: DemoReport,
+    ) -> None:
+        """claims, at read 10%: a fault the guard must catch, its repair, then a clean ramp."""
+
+        def ramp(label: str) -> str:
+            summary = Ramp(
+                RampPlan(CLAIMS, RAMP_STEPS, self.settings.guard.interval, self.settings.guard),
+                PhaseRulesControl(self.settings, CLAIMS),
+                ExpositionSource.of_metrics(self.metrics),
+                metrics=self.metrics.collection(CLAIMS),
+            ).run()
+            report.ramps[label] = summary
+            return describe_ramp(summary)
+
+        def faulty_ramp() -> str:
+            lost = self.lose_target_records()
+            return f"{lost} claims deleted from sqlite-vec behind the router's back; " + ramp("fault")
+
+        self._phase(workloads, report, "claims ramp, fault", faulty_ramp, about=CLAIMS)
+        repair = self._verify(migration, report, "repair after the fault", (CLAIMS,))
+        self._phase(workloads, report, "claims repair", repair, about=CLAIMS)
+        self._phase(workloads, report, "claims ramp", lambda: ramp("healthy"), about=CLAIMS)
+
+    def lose_target_records(self) -> int:
+        """Delete every other claim from the target directly, as lost writes would leave it: a
+        divergence only shadow comparisons can see. Returns how many ids were deleted (some
+        may not have been stored)."""
+        target = f"sqlite-vec://{self.workdir}/{CLAIMS}-target.db"
+        store = open_store(target, self.settings.specs(CLAIMS)[0])
+        try:
+            ids = [f"claim-{i}" for i in range(0, max(100, self.records // 4), 2)]
+            ids += [f"live-{i}" for i in range(0, LIVE_IDS, 2)]  # what the workload writes
+            store.delete(ids)
+        finally:
+            store.close()
+        return len(ids)
+
+
+def describe_ramp(summary: Mapping[str, Any]) -> str:
+    """One line: what each interval measured, and how the ramp ended."""
+    intervals = ", ".join(
+        f"{i['read_percent']:g}% {i['verdict']} (mismatch "
+        f"{_value(i['checks']['mismatch_ratio']['value'])} of {_value(i['checks']['comparisons']['value'])})"
+        for i in summary["intervals"]
+    )
+    end = (
+        f"rolled back to {summary['phase']} {summary['read_percent']:g}%: {summary['reason']}"
+        if summary["outcome"] == "rolled_back"
+        else f"{summary['outcome']} at {summary['read_percent']:g}%"
+    )
+    return f"guarded ramp {intervals}; {end}"
+
+
+def _value(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def _ms(seconds: float | None) -> float | None:

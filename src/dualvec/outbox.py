@@ -29,7 +29,7 @@ from dualvec.files import exclusive_lock
 from dualvec.forking import close_or_keep, register, working
 from dualvec.sqlite_driver import connect, write_transaction
 
-__all__ = ["Intent", "Outbox", "OutboxStats", "other_role"]
+__all__ = ["Intent", "Outbox", "OutboxStats", "WriteWatch", "other_role"]
 
 Op = Literal["upsert", "delete"]
 Role = Literal["legacy", "target"]
@@ -227,3 +227,30 @@ class Outbox(Closing):
     def close(self) -> None:
         if self._owner:
             self._db.close()
+
+
+class WriteWatch:
+    """Whether any write has been committed to the outbox file since the watch began.
+
+    Every live write, replay and repair commits its intents here before it touches a store, so
+    a quiet outbox file means no store has changed since: backfill then trusts what it scanned
+    instead of re-reading it. Unlike `dualvec.recent_writes.RecentWrites` (one process, per id),
+    this sees every process but not which ids; a commit for another collection also counts,
+    which only costs a re-read.
+
+    SQLite's `PRAGMA data_version` changes on a connection whenever another connection, in this
+    process or any other, has committed to the file. The watch reads it on a connection of its
+    own, which never writes, so every writer counts."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._conn = connect(outbox.path, vec=False)
+        self._start = self._version()
+
+    def _version(self) -> int:
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def quiet(self) -> bool:
+        return self._version() == self._start
+
+    def close(self) -> None:
+        self._conn.close()

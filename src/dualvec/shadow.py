@@ -38,7 +38,7 @@ from time import perf_counter
 from typing import Literal
 
 from dualvec.closing import Closing
-from dualvec.compare import CompareThresholds, Comparison, compare, explained_by
+from dualvec.compare import CompareThresholds, Comparison, compare, without_written
 from dualvec.errors import ConfigError
 from dualvec.forking import working
 from dualvec.logs import get_logger
@@ -229,16 +229,23 @@ class ShadowRunner(Closing):
                 legacy, target = self._by_store(job, tuple(job.run_served()), tuple(job.run_other()))
                 comparison = compare(legacy, target, job.k, self._thresholds)
             outcome: Outcome = "mismatch" if comparison.mismatch else "match"
-            if comparison.mismatch and job.recent is not None:
+            # What the target is judged by: the answers without the ids being written, when
+            # any is among them, so that a write in flight lowers neither the recall observed
+            # nor, where it explains every difference, the mismatch count.
+            judged = comparison
+            if job.recent is not None:
                 ids = {h.id for h in (*legacy, *target)}
-                if explained_by(
+                remaining = without_written(
                     legacy, target, job.k, job.recent.written_since(ids, job.since), self._thresholds
-                ):
-                    outcome = "in_flight"
-                    log.debug("shadow_in_flight", query_id=job.query_id, reasons=comparison.reasons)
+                )
+                if remaining is not None:
+                    judged = remaining
+                    if comparison.mismatch and not remaining.mismatch:
+                        outcome = "in_flight"
+                        log.debug("shadow_in_flight", query_id=job.query_id, reasons=comparison.reasons)
             stage = "publish"
             if self._comparable(job):
-                self._publish(job, outcome, comparison, legacy, target)
+                self._publish(job, outcome, comparison, judged, legacy, target)
         except Exception as exc:
             self._failed(metrics, stage, job.query_id, exc)
 
@@ -262,10 +269,13 @@ class ShadowRunner(Closing):
         job: _Job,
         outcome: Outcome,
         comparison: Comparison,
+        judged: Comparison,
         legacy: tuple[Hit, ...],
         target: tuple[Hit, ...],
     ) -> None:
-        job.metrics.shadow_compared(outcome, comparison.recall, comparison.max_distance_delta)
+        """Count the outcome and observe `judged` (the comparison without ids being written);
+        a mismatch sample shows `comparison`, the answers as they were."""
+        job.metrics.shadow_compared(outcome, judged.recall, judged.max_distance_delta)
         if outcome == "mismatch":
             self._mismatch_log.record(
                 MismatchSample(

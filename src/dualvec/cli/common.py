@@ -1,34 +1,39 @@
-"""What the subcommands share: loading settings and turning dualvec errors into exit codes."""
+"""What the subcommands share: loading settings, the exit codes and turning dualvec errors into
+them, and the check before a command writes the flag file."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
 
-from dualvec.errors import DualvecError
+from dualvec.errors import ConfigError, DualvecError
 from dualvec.outbox import Role
 from dualvec.protocol import VectorStore
-from dualvec.settings import Settings, load_settings
+from dualvec.settings import Settings, config_path, load_settings
 
 __all__ = [
     "EXIT_DIFFERENCES",
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
+    "EXIT_ROLLED_BACK",
     "chosen_collections",
     "collection_option",
     "collections_option",
     "echo_json",
     "errors_exit",
     "opened_stores",
+    "require_flag_file_read_by_services",
     "settings",
 ]
 
 EXIT_ERROR = 1
 EXIT_DIFFERENCES = 3
+EXIT_ROLLED_BACK = 4
 EXIT_INTERRUPTED = 130
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -98,3 +103,13 @@ def opened_stores(config: Settings, collection: str) -> Iterator[dict[Role, Vect
     finally:
         for store in stores.values():
             store.close()
+
+
+def require_flag_file_read_by_services(config: Settings) -> None:
+    """Refuse to write a flag file no running service may be reading: with no config file and
+    no DUALVEC_FLAG_FILE, the path is only this command's default."""
+    if config_path() is None and "DUALVEC_FLAG_FILE" not in os.environ:
+        raise ConfigError(
+            "no config file (config/dualvec.toml or DUALVEC_CONFIG) and no DUALVEC_FLAG_FILE: "
+            f"refusing to write {config.flag_file.resolve()}, which no running service may read"
+        )

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from dualvec.cli.common import errors_exit
-from dualvec.demo import DemoReport, run_demo
+from dualvec.demo import DemoReport, describe_ramp, run_demo
 from dualvec.logs import configure_logging
 
 __all__ = ["demo"]
@@ -43,6 +43,8 @@ def print_report(report: DemoReport) -> None:
         )
     for label, result in report.verifies.items():
         click.echo(f"verify {label}: {result}")
+    for label, summary in report.ramps.items():
+        click.echo(f"guarded ramp of claims ({label}): {describe_ramp(summary)}")
     for name, flags in report.final_flags.items():
         click.echo(f"{name} ends in {flags}")
     click.echo(f"total {report.total_seconds:.1f} s")

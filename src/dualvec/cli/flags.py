@@ -6,18 +6,22 @@ and prints.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import click
 from pydantic import ValidationError
 
-from dualvec.cli.common import chosen_collections, collection_option, echo_json, errors_exit, settings
+from dualvec.cli.common import (
+    chosen_collections,
+    collection_option,
+    echo_json,
+    errors_exit,
+    require_flag_file_read_by_services,
+    settings,
+)
 from dualvec.cli.remote import remote_client
-from dualvec.errors import ConfigError
 from dualvec.flags import FLAG_KEYS, FlagOverrides, FlagSnapshot, flags_report
 from dualvec.phases import change_flags, collection_flags, rollback_flags
-from dualvec.settings import Settings, config_path
 
 __all__ = ["flags", "rollback"]
 
@@ -33,16 +37,6 @@ def _show(report: dict[str, Any], as_json: bool) -> None:
         click.echo(
             f"{name:<16} {entry['phase']:<15} {entry['read_percent']:>12g} {entry['shadow_percent']:>14g}  "
             + ", ".join(origins)
-        )
-
-
-def _check_flag_file_is_read(config: Settings) -> None:
-    """Refuse to write a flag file no running service may be reading: with no config file and
-    no DUALVEC_FLAG_FILE, the path is only this command's default."""
-    if config_path() is None and "DUALVEC_FLAG_FILE" not in os.environ:
-        raise ConfigError(
-            "no config file (config/dualvec.toml or DUALVEC_CONFIG) and no DUALVEC_FLAG_FILE: "
-            f"refusing to write {config.flag_file.resolve()}, which no running service may read"
         )
 
 
@@ -108,7 +102,7 @@ def set_flags(assignments: tuple[str, ...], collection: str | None, force: bool,
     if collection is not None:
         chosen_collections(config, [collection])
     with errors_exit():
-        _check_flag_file_is_read(config)
+        require_flag_file_read_by_services(config)
         snapshots = change_flags(config, changes, collection=collection, force=force)
         _show(_selected(collection, snapshots), as_json)
 
@@ -131,6 +125,6 @@ def rollback(collection: str | None, as_json: bool) -> None:
     if collection is not None:
         chosen_collections(config, [collection])
     with errors_exit():
-        _check_flag_file_is_read(config)
+        require_flag_file_read_by_services(config)
         snapshots = rollback_flags(config, collection)
         _show(_selected(collection, snapshots), as_json)

@@ -24,12 +24,13 @@ from pydantic import ValidationError
 from dualvec.cli.common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
+    EXIT_ROLLED_BACK,
     chosen_collections,
     echo_json,
     errors_exit,
+    require_flag_file_read_by_services,
     settings,
 )
-from dualvec.cli.flags import _check_flag_file_is_read
 from dualvec.cli.remote import Remote, RemoteError, remote_client, unsupported
 from dualvec.guard.checks import CheckResult
 from dualvec.guard.ramp import PhaseRulesControl, Ramp, RampPlan, parse_steps
@@ -37,9 +38,8 @@ from dualvec.guard.sources import ExpositionSource, PrometheusSource, SignalSour
 from dualvec.settings import GuardSettings, parse_duration
 from dualvec.spec import describe
 
-__all__ = ["EXIT_ROLLED_BACK", "ramp"]
+__all__ = ["ramp"]
 
-EXIT_ROLLED_BACK = 4
 _POLL_SECONDS = 0.2
 _EXIT_CODES = {"completed": 0, "rolled_back": EXIT_ROLLED_BACK}
 
@@ -237,6 +237,6 @@ def ramp(
     plan = RampPlan(collection, plan_steps, interval_seconds or guard.interval, guard, dry_run=dry_run)
     with errors_exit():
         if not dry_run:
-            _check_flag_file_is_read(config)
+            require_flag_file_read_by_services(config)
         summary = Ramp(plan, PhaseRulesControl(config, collection), source, on_event=print_event).run()
     _finish(summary, as_json)
