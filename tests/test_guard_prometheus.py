@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import urllib.parse
 
 import pytest
-from conftest import require
+from helpers import Prometheus, free_port, prometheus_scraping
 from service_process import dualvec_command, service_env, start_service
-from test_prometheus_e2e import Prometheus, free_port, http_get, stop, wait_until
 from test_ramp_service import RECORDS, RELAXED, delete_behind_the_back, flags, prepare, traffic
 
 from dualvec.flags import FlagFile, FlagOverrides, write_flag_file
@@ -22,47 +19,6 @@ pytestmark = pytest.mark.slow
 
 JOB = "app"
 INTERVAL = "4s"  # four scrapes a window, as for any rate()
-
-
-@pytest.fixture
-def prometheus_over(tmp_path):
-    """Start Prometheus scraping `url` every second; stopped after the test."""
-    require(shutil.which("prometheus") is not None, "prometheus")
-    started: list[subprocess.Popen] = []
-
-    def start(url: str) -> Prometheus:
-        scraped = urllib.parse.urlsplit(url)
-        home = tmp_path / "prometheus"
-        home.mkdir()
-        config = {
-            "global": {"scrape_interval": "1s"},
-            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [scraped.netloc]}]}],
-        }
-        (home / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
-        address = f"127.0.0.1:{free_port()}"
-        log = home / "prometheus.log"
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                [
-                    "prometheus",
-                    f"--config.file={home / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={home / 'data'}",
-                    f"--web.listen-address={address}",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        started.append(proc)
-        server = Prometheus(f"http://{address}", log)
-        wait_until(proc, lambda: http_get(f"{server.url}/-/ready") is not None, 30, "/-/ready")
-        wait_until(
-            proc, lambda: (server.query("count_over_time(up[1m])") or [0])[0] >= 3, 30, "three scrapes"
-        )
-        return server
-
-    yield start
-    for proc in started:
-        stop(proc)
 
 
 def ramp_process(collection: str, steps: str, prometheus: Prometheus, cwd, env) -> subprocess.Popen:
@@ -80,15 +36,18 @@ def ramp_process(collection: str, steps: str, prometheus: Prometheus, cwd, env) 
     )  # fmt: skip
 
 
-def test_ramps_judged_through_prometheus_complete_or_roll_back(tmp_path, prometheus_over):
+def test_ramps_judged_through_prometheus_complete_or_roll_back(tmp_path):
     env = service_env(tmp_path)
     service = start_service(tmp_path, env)
     try:
         for name in ("docs", "notes"):
             prepare(service, name)
         delete_behind_the_back(tmp_path, "notes", [f"r{i}" for i in range(0, RECORDS, 2)])
-        prometheus = prometheus_over(service.url)
-        with traffic(service, "docs"), traffic(service, "notes"):
+        with (
+            prometheus_scraping(tmp_path / "prometheus", [f"{service.url}/metrics"], JOB) as prometheus,
+            traffic(service, "docs"),
+            traffic(service, "notes"),
+        ):
             ramps = {
                 "docs": ramp_process("docs", "50,100", prometheus, tmp_path, env),
                 "notes": ramp_process("notes", "50", prometheus, tmp_path, env),

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import sqlite_locked
+from helpers import SlowSearches, sqlite_locked
 
 from dualvec import Record, VectorStore, open_store
 from dualvec.flags import Flags, Phase, write_flag_file
@@ -34,22 +34,6 @@ def settings(tmp_path, read_percent: float = 50) -> Settings:
             workers=4, niceness=0, max_pending=10_000, mismatch_log=tmp_path / "mismatches.jsonl"
         ),
     )
-
-
-class SlowSearches:
-    """A real store whose searches take `delay` seconds longer, as a loaded server's do: what
-    lets a test place writes between a served read and its shadow, and its re-check."""
-
-    def __init__(self, store, delay: float) -> None:
-        self._store = store
-        self.delay = delay
-
-    def __getattr__(self, name: str):
-        return getattr(self._store, name)
-
-    def search(self, *args, **kwargs):
-        time.sleep(self.delay)
-        return self._store.search(*args, **kwargs)
 
 
 class HeldSearches(SlowSearches):

@@ -10,24 +10,16 @@ serves /metrics.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 import select
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import require
+from helpers import Prometheus, free_port, http_get, prometheus_scraping, stop, wait_until
 from migration_process import FLAGS, SECONDARY
 from test_dashboards import ALERTS, COLLECTION_VARIABLE, collection_variable, data_panels, grafana_regex
 
@@ -39,40 +31,6 @@ SCRAPES = 16  # one a second: enough for every [15s] window and for deriv()
 RATE_INTERVAL = "15s"  # what $__rate_interval stands for in the queries below
 TOP_LEVEL_LOGIC = re.compile(r"\b(?:and|or|unless)\b")
 TOP_LEVEL_COMPARISON = re.compile(r"(?:==|!=|>=|<=|>|<)(?:\s*bool\b)?")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(proc: subprocess.Popen, check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `check` while `proc` runs; fail as soon as it exits or after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert proc.poll() is None, f"exited with {proc.returncode} while waiting for {what}"
-        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
-        time.sleep(0.2)
-
-
-def http_get(url: str) -> bytes | None:
-    """The body of a 200 answer; None while the server is not up or not ready yet."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.read()
-    except (urllib.error.URLError, ConnectionError):
-        return None
-
-
-def stop(proc: subprocess.Popen) -> int:
-    """SIGTERM, then SIGKILL if it does not exit within 30 s; the exit code."""
-    proc.terminate()
-    try:
-        return proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait(timeout=30)
 
 
 def top_level_split(expr: str, operator: re.Pattern[str]) -> list[str]:
@@ -102,43 +60,6 @@ def compared_series(expr: str) -> list[str]:
 
 def alert_names() -> list[str]:
     return re.findall(r"^\s*- alert:\s*(\w+)", ALERTS.read_text(), re.MULTILINE)
-
-
-class Prometheus:
-    def __init__(self, url: str, log: Path) -> None:
-        self.url = url
-        self.log = log
-
-    def api(self, path: str, **params: str) -> dict:
-        url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                answer = json.load(response)
-        except urllib.error.HTTPError as exc:  # a bad query: the JSON body says why
-            answer = json.load(exc)
-        assert answer["status"] == "success", (answer, self.log.read_text()[-3000:])
-        return answer["data"]
-
-    def series(self, expr: str) -> list[tuple[dict[str, str], float]]:
-        """Every series an instant query returns now: its labels and value."""
-        data = self.api("query", query=expr)
-        assert data["resultType"] == "vector", data
-        return [(sample["metric"], float(sample["value"][1])) for sample in data["result"]]
-
-    def query(self, expr: str) -> list[float]:
-        """Every value an instant query returns now."""
-        return [value for _, value in self.series(expr)]
-
-    def by_collection(self, expr: str) -> dict[str, float]:
-        """The value of each collection's series (one each)."""
-        found: dict[str, float] = {}
-        for labels, value in self.series(expr):
-            assert labels["collection"] not in found, (expr, labels)
-            found[labels["collection"]] = value
-        return found
-
-    def rules(self) -> dict[str, dict]:
-        return {rule["name"]: rule for group in self.api("rules")["groups"] for rule in group["rules"]}
 
 
 def data_by_collection(prometheus: Prometheus, expr: str) -> dict[str | None, int]:
@@ -181,48 +102,14 @@ def dualvec_process(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prometheus(request, tmp_path_factory):
-    require(shutil.which("prometheus") is not None, "prometheus")
-    scraped = urllib.parse.urlsplit(request.getfixturevalue("dualvec_process"))
-    home = tmp_path_factory.mktemp("prometheus")
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(ALERTS)],
-        "scrape_configs": [
-            {
-                "job_name": "dualvec",
-                "metrics_path": scraped.path,
-                "static_configs": [{"targets": [scraped.netloc]}],
-            }
-        ],
-    }
-    (home / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
-    address = f"127.0.0.1:{free_port()}"
-    log = home / "prometheus.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                "prometheus",
-                f"--config.file={home / 'prometheus.yml'}",
-                f"--storage.tsdb.path={home / 'data'}",
-                f"--web.listen-address={address}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = Prometheus(f"http://{address}", log)
-
-    def settled() -> bool:
-        scrapes = server.query("count_over_time(up[1m])")
-        evaluated = all(rule["health"] != "unknown" for rule in server.rules().values())
-        return bool(scrapes) and scrapes[0] >= SCRAPES and evaluated
-
-    try:
-        wait_until(proc, lambda: http_get(f"{server.url}/-/ready") is not None, 30, "/-/ready")
-        wait_until(proc, settled, 60, f"{SCRAPES} scrapes and evaluated rules")
-        assert server.query("up") == [1.0]
+    with prometheus_scraping(
+        tmp_path_factory.mktemp("prometheus"),
+        [request.getfixturevalue("dualvec_process")],
+        "dualvec",
+        scrapes=SCRAPES,
+        rule_files=[ALERTS],
+    ) as server:
         yield server
-    finally:
-        stop(proc)
 
 
 def test_the_workload_moves_every_kind_of_metric_in_each_collection(prometheus):

@@ -209,21 +209,28 @@ class _PrometheusWindow:
         self._collection = collection
         self._start = start
 
-    def _increase(self, metric: str, by: str = "", **labels: str) -> list[tuple[dict[str, str], float]]:
-        end = time.time()
+    def _increase(
+        self, metric: str, end: float, by: str = "", **labels: str
+    ) -> list[tuple[dict[str, str], float]]:
         window = f"{max(1, round((end - self._start) * 1000))}ms"
         selector = self._source.selector(self._collection, **labels)
         grouping = f" by ({by})" if by else ""
         return self._source.query(f"sum{grouping} (increase({metric}{selector}[{window}]))", end)
 
-    def _total(self, metric: str, **labels: str) -> float:
-        return sum(value for _, value in self._increase(metric, **labels))
+    def _total(self, metric: str, end: float, **labels: str) -> float:
+        return sum(value for _, value in self._increase(metric, end, **labels))
 
     def close(self) -> Signals:
-        outcomes = {s["outcome"]: v for s, v in self._increase("dualvec_shadow_comparisons_total", "outcome")}
+        # Every query over the same window: a scrape landing between two queries would put one
+        # more sample in the later one's window, and a ratio of two counters (recall's sum over
+        # its count) read through different windows is off by as much as that sample.
+        end = time.time()
+        outcomes = {
+            s["outcome"]: v for s, v in self._increase("dualvec_shadow_comparisons_total", end, "outcome")
+        }
         buckets: dict[Store, dict[float, float]] = {store: {} for store in _STORES}
         for labels, value in self._increase(
-            "dualvec_operation_duration_seconds_bucket", "store, le", op="search"
+            "dualvec_operation_duration_seconds_bucket", end, "store, le", op="search"
         ):
             store = _store(labels.get("store"))
             if store is not None:
@@ -232,10 +239,10 @@ class _PrometheusWindow:
             matches=outcomes.get("match", 0.0),
             mismatches=outcomes.get("mismatch", 0.0),
             in_flight=outcomes.get("in_flight", 0.0),
-            recall_sum=self._total("dualvec_shadow_recall_sum"),
-            recall_count=self._total("dualvec_shadow_recall_count"),
+            recall_sum=self._total("dualvec_shadow_recall_sum", end),
+            recall_count=self._total("dualvec_shadow_recall_count", end),
             search_buckets={store: _buckets(found) for store, found in buckets.items() if found},
-            target_operations=self._total("dualvec_operation_duration_seconds_count", store="target"),
-            target_failures=self._total("dualvec_read_failures_total", store="target")
-            + self._total("dualvec_write_failures_total", store="target"),
+            target_operations=self._total("dualvec_operation_duration_seconds_count", end, store="target"),
+            target_failures=self._total("dualvec_read_failures_total", end, store="target")
+            + self._total("dualvec_write_failures_total", end, store="target"),
         )
