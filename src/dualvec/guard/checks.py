@@ -10,7 +10,8 @@ check                value                                                  thre
                      mismatch; in-flight ones say nothing about it)
 ``mismatch_ratio``   mismatches / comparisons                               ``max_mismatch_ratio``
 ``recall``           mean recall@k of those comparisons                     ``min_recall``
-``p99_ratio``        target p99 search latency / legacy p99 (every role),   ``max_p99_ratio``
+``p99_ratio``        target p99 search latency (reads served to callers)    ``max_p99_ratio``
+                     / legacy p99 (every read; see `sources`),
                      from the histogram buckets as ``histogram_quantile``
 ``error_ratio``      the target's failed reads and writes / its operations  ``max_error_ratio``
 ===================  =====================================================  =============

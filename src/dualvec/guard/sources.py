@@ -69,6 +69,15 @@ def _store(label: str | None) -> Store | None:
     return next((store for store in _STORES if store == label), None)
 
 
+def _judged_latency(store: Store, role: str | None) -> bool:
+    """Whether a search's latency counts in the p99 check: the target's served reads (what
+    callers wait for) against every legacy read. Shadow reads run niced, and at a low
+    read_percent most of the target's reads are shadows: counting them would blame the target
+    for its priority on a busy host. Legacy's shadows stay in, or at read 100% legacy would
+    have no latency to compare with; their niceness only ever favours the target."""
+    return store == "legacy" or role == "primary"
+
+
 def _le(text: str) -> float:
     return math.inf if text == "+Inf" else float(text)
 
@@ -87,7 +96,7 @@ def signals_from_exposition(text: str, collection: str) -> Signals:
 
 def signals_from_families(families: Iterable[Metric], collection: str) -> Signals:
     """The totals of `collection` among metric families, summed over whatever they hold
-    (roles, ops, processes)."""
+    (roles, ops, processes); search latency as `_judged_latency` says."""
     totals: dict[str, float] = defaultdict(float)
     buckets: dict[Store, dict[float, float]] = {store: defaultdict(float) for store in _STORES}
     try:
@@ -103,7 +112,7 @@ def signals_from_families(families: Iterable[Metric], collection: str) -> Signal
                     totals[name] += sample.value
                 elif name == "dualvec_operation_duration_seconds_bucket" and labels.get("op") == "search":
                     known = _store(store)
-                    if known is not None:
+                    if known is not None and _judged_latency(known, labels.get("role")):
                         buckets[known][_le(labels["le"])] += sample.value
                 elif name == "dualvec_operation_duration_seconds_count" and store == "target":
                     totals["operations"] += sample.value
@@ -230,11 +239,12 @@ class _PrometheusWindow:
         }
         buckets: dict[Store, dict[float, float]] = {store: {} for store in _STORES}
         for labels, value in self._increase(
-            "dualvec_operation_duration_seconds_bucket", end, "store, le", op="search"
+            "dualvec_operation_duration_seconds_bucket", end, "store, role, le", op="search"
         ):
             store = _store(labels.get("store"))
-            if store is not None:
-                buckets[store][_le(labels["le"])] = value
+            if store is not None and _judged_latency(store, labels.get("role")):
+                le = _le(labels["le"])
+                buckets[store][le] = buckets[store].get(le, 0.0) + value
         return Signals(
             matches=outcomes.get("match", 0.0),
             mismatches=outcomes.get("mismatch", 0.0),
