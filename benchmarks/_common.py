@@ -1,5 +1,6 @@
 """Helpers the benchmark scripts share: timing, percentiles, memory, worker processes, routers,
-Markdown and JSON output, the command-line options every script has."""
+interleaved search measurements, Markdown and JSON output, the command-line options every
+script has."""
 
 from __future__ import annotations
 
@@ -11,35 +12,54 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
-from dualvec import CollectionSpec, open_store
+from dualvec import CollectionSpec, VectorStore, open_store
 from dualvec.router import Router
 from dualvec.settings import Phase, Settings, ShadowSettings
 from dualvec.sqlite_driver import choose_driver
 
 __all__ = [
+    "CHECK_HEADERS",
     "MIB",
     "RESULTS_DIR",
+    "ROUTER_VS_BARE_HEADERS",
+    "Matrix",
+    "Search",
     "add_sizes",
+    "add_subset",
+    "as_records",
     "benchmark_parser",
+    "count_cell",
+    "interleaved",
     "latency",
     "machine",
     "markdown_table",
     "median",
+    "ms_cell",
     "names_option",
+    "numpy_search",
     "open_router",
     "package_versions",
+    "proc_status",
+    "progress",
     "rate",
     "rotated",
+    "router_diff_check",
+    "router_vs_bare",
+    "router_vs_bare_cells",
     "rss_bytes",
+    "run_blas_worker",
     "run_json_worker",
     "sizes_option",
+    "store_search",
     "store_url",
     "timed",
     "verdict",
@@ -49,6 +69,22 @@ __all__ = [
 T = TypeVar("T")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MIB = 1024 * 1024
+# How often `interleaved` reports progress, in queries.
+PROGRESS_EVERY = 20
+CHECK_HEADERS = ["check", "measured", "target", "result"]
+ROUTER_VS_BARE_HEADERS = [
+    "bare p50 ms",
+    "router p50 ms",
+    "bare p95 ms",
+    "router p95 ms",
+    "median ratio",
+    "median diff µs",
+    "same answers",
+]
+
+Matrix = npt.NDArray[np.float32]
+# One search method under measurement: a query in, the ids of its top k out, best first.
+Search = Callable[[Matrix], list[str]]
 
 
 def timed(fn: Callable[[], T]) -> tuple[T, int]:
@@ -90,6 +126,19 @@ def rss_bytes() -> int | None:
         return None
 
 
+def proc_status(field: str) -> int | None:
+    """The number in `field` of /proc/self/status (`Threads`, `VmHWM` in KiB, ...): Linux only;
+    None elsewhere or where the kernel has no such field."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on, for the JSON output."""
     return {
@@ -115,6 +164,26 @@ def median(values: Sequence[float]) -> float:
 
 def verdict(passed: bool) -> str:
     return "PASS" if passed else "FAIL"
+
+
+def ms_cell(value: float) -> str:
+    """A time in milliseconds, as the tables print it."""
+    return f"{value:.2f}"
+
+
+def count_cell(value: float) -> str:
+    """A count or a rate, as the tables print it: whole, with thousands separators."""
+    return f"{value:,.0f}"
+
+
+def as_records(keys: Sequence[str], rows: Sequence[Sequence[object]]) -> list[dict[str, object]]:
+    """Table rows as JSON objects, one key per column (the JSON keeps the checks a table printed)."""
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def progress(message: str) -> None:
+    """A line on stderr: stdout carries only the tables."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def store_url(name: str, folder: str | Path) -> str:
@@ -151,6 +220,104 @@ def open_router(
     return Router.over(legacy_store, target_store, settings, start_replayer=False)
 
 
+def router_vs_bare(routers: Sequence[Router], vectors: Matrix, *, k: int, warmup: int) -> dict[str, Any]:
+    """What a router adds to a search: query i goes through router i (mod len) and straight to
+    that router's sqlite-vec target, the two taking turns going first; the first `warmup` queries
+    are not timed. Latency of each, the median of the per-query ratios and differences, and
+    whether every answer was the same."""
+    samples: dict[str, list[int]] = {"router": [], "bare": []}
+    same = True
+    for i, vector in enumerate(vectors):
+        router = routers[i % len(routers)]
+        calls: list[tuple[str, Callable[..., Any]]] = [
+            ("router", router.search),
+            ("bare", router.stores["target"].search),
+        ]
+        answers = {}
+        for name, search in rotated(calls, i):
+            answers[name], ns = timed(partial(search, vector, k=k))
+            if i >= warmup:
+                samples[name].append(ns)
+        same = same and [h.id for h in answers["router"]] == [h.id for h in answers["bare"]]
+    pairs = list(zip(samples["router"], samples["bare"], strict=True))
+    return {
+        "router": latency(samples["router"]),
+        "bare": latency(samples["bare"]),
+        "ratio_median": median([r / b for r, b in pairs]),
+        "diff_median_us": median([(r - b) / 1e3 for r, b in pairs]),
+        "same_answers": same,
+    }
+
+
+def router_vs_bare_cells(result: dict[str, Any]) -> list[str]:
+    """A `router_vs_bare` result under ROUTER_VS_BARE_HEADERS."""
+    return [
+        ms_cell(result["bare"]["p50_ms"]),
+        ms_cell(result["router"]["p50_ms"]),
+        ms_cell(result["bare"]["p95_ms"]),
+        ms_cell(result["router"]["p95_ms"]),
+        f"{result['ratio_median']:.4f}",
+        f"{result['diff_median_us']:.1f}",
+        "yes" if result["same_answers"] else "NO",
+    ]
+
+
+def router_diff_check(label: str, diff_us: float, target_us: float) -> list[str]:
+    """The check row (CHECK_HEADERS) of a router's median added time per search."""
+    return [label, f"{diff_us:.1f} µs", f"<= {target_us:.0f} µs", verdict(diff_us <= target_us)]
+
+
+def store_search(store: VectorStore, k: int) -> Search:
+    """`store` as a search method: the ids of its top k."""
+    return lambda query: [hit.id for hit in store.search(query, k=k)]
+
+
+def numpy_search(unit: Matrix, ids: Sequence[str], k: int) -> Search:
+    """The brute-force floor a user could write with NumPy alone: `unit` (rows of unit length)
+    @ the unit query in float32, argpartition, the k best sorted."""
+
+    def search(query: Matrix) -> list[str]:
+        scores = unit @ (query / np.linalg.norm(query))
+        top = np.argpartition(-scores, k)[:k]
+        return [ids[i] for i in top[np.argsort(-scores[top])]]
+
+    return search
+
+
+def interleaved(
+    methods: Mapping[str, Search],
+    queries: Matrix,
+    truth: Sequence[set[str]],
+    *,
+    k: int,
+    warmup: int,
+    against: Mapping[str, str] | None = None,
+    progress_label: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Each query on every method in turn, rotating which goes first, so a slow moment on the
+    machine falls on all alike; the first `warmup` queries are not timed. Per method: latency,
+    recall@k against `truth` (the exact top k per query), and per `against` key the median over
+    queries of its time over the named reference method's time in the same round. With
+    `progress_label`, a progress line every PROGRESS_EVERY queries."""
+    names = list(methods)
+    samples: dict[str, list[int]] = {name: [] for name in names}
+    found: dict[str, int] = dict.fromkeys(names, 0)
+    for i, query in enumerate(queries):
+        for name in rotated(names, i):
+            ids, ns = timed(partial(methods[name], query))
+            if i >= warmup:
+                samples[name].append(ns)
+                found[name] += len(truth[i].intersection(ids))
+        if progress_label and i and i % PROGRESS_EVERY == 0:
+            progress(f"{progress_label}: {i}/{len(queries)} queries")
+    measured = {name: {**latency(ns), "recall": found[name] / (k * len(ns))} for name, ns in samples.items()}
+    for key, reference in (against or {}).items():
+        for name in names:
+            ratios = [t / r for t, r in zip(samples[name], samples[reference], strict=True)]
+            measured[name][key] = median(ratios)
+    return measured
+
+
 def run_json_worker(command: Sequence[str], timeout: float) -> dict[str, Any]:
     """Run a worker process that prints its result as JSON on its last stdout line; a crash,
     a timeout or a non-zero exit becomes {"status": "error", "reason": ...}."""
@@ -162,6 +329,17 @@ def run_json_worker(command: Sequence[str], timeout: float) -> dict[str, Any]:
         lines = proc.stderr.strip().splitlines()
         return {"status": "error", "reason": lines[-1] if lines else f"exit code {proc.returncode}"}
     result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+    return result
+
+
+def run_blas_worker(command: Sequence[str], n: int, *, blas_threads: int, timeout: float) -> dict[str, Any]:
+    """Measure size `n` in a fresh process (its own memory) with NumPy's BLAS threads set before
+    NumPy loads there; a failed worker ends the run, naming the size."""
+    os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(blas_threads)
+    result, ns = timed(partial(run_json_worker, command, timeout))
+    progress(f"{n:,}: {result.get('status', 'ok')} in {ns / 1e9:.0f} s")
+    if result.get("status") == "error":
+        raise SystemExit(f"{n:,} vectors: {result['reason']}")
     return result
 
 
@@ -190,6 +368,16 @@ def benchmark_parser(doc: str | None, worker: Sequence[str] | None = None) -> ar
 def add_sizes(parser: argparse.ArgumentParser, default: Sequence[int], help_text: str) -> None:
     """`--sizes`: the collection sizes to measure, comma-separated."""
     parser.add_argument("--sizes", type=sizes_option, default=list(default), help=help_text)
+
+
+def add_subset(parser: argparse.ArgumentParser, option: str, choices: Sequence[str]) -> None:
+    """`option`: which of `choices` to run, comma-separated (all by default)."""
+    parser.add_argument(
+        option,
+        type=names_option,
+        default=list(choices),
+        help=f"comma-separated subset of {','.join(choices)}",
+    )
 
 
 def package_versions(packages: Sequence[str]) -> dict[str, str | None]:

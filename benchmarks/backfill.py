@@ -80,10 +80,13 @@ from _common import (
     MIB,
     add_sizes,
     benchmark_parser,
+    count_cell,
     machine,
     markdown_table,
     median,
     package_versions,
+    proc_status,
+    progress,
     rate,
     rotated,
     rss_bytes,
@@ -132,17 +135,6 @@ def target_url(folder: Path, name: str = "target.db") -> str:
 # memory
 
 
-def _status_kib(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def _reset_high_water_mark() -> bool:
     """Reset the kernel's peak-RSS counter (VmHWM) to the current RSS; False where not possible."""
     try:
@@ -150,7 +142,7 @@ def _reset_high_water_mark() -> bool:
             f.write("5")
     except OSError:
         return False
-    return _status_kib("VmHWM") is not None
+    return proc_status("VmHWM") is not None
 
 
 class PeakRss:
@@ -169,7 +161,7 @@ class PeakRss:
         self.samples = [before]
         exact = _reset_high_water_mark()
         result, ns = timed(fn)
-        hwm = _status_kib("VmHWM") if exact else None
+        hwm = proc_status("VmHWM") if exact else None
         known = [s for s in self.samples if s is not None]
         if before is None:
             growth = None
@@ -405,7 +397,7 @@ def run_worker(
         command.append("--traced")
     result, ns = timed(lambda: run_json_worker(command, WORKER_TIMEOUT_S))
     label = f"{kind}{' (traced)' if trace else ''}"
-    print(f"{label:>20} {n:>7,}: {result['status']} in {ns / 1e9:.1f} s", file=sys.stderr, flush=True)
+    progress(f"{label:>20} {n:>7,}: {result['status']} in {ns / 1e9:.1f} s")
     return result
 
 
@@ -576,10 +568,6 @@ def checks(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return found
 
 
-def _rate(value: float) -> str:
-    return f"{value:,.0f}"
-
-
 def _mib(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f}"
 
@@ -600,16 +588,16 @@ def rate_rows(summaries: list[dict[str, Any]]) -> list[list[str]]:
         rows.append(
             [
                 f"{s['n']:,}",
-                _rate(r["insert"]),
-                _rate(r["backfill"]),
+                count_cell(r["insert"]),
+                count_cell(r["backfill"]),
                 f"{s['backfill_ratio']:.2f}",
-                _rate(r["backfill-writes"]),
+                count_cell(r["backfill-writes"]),
                 f"{s['backfill_writes_ratio']:.2f}",
-                _rate(r["scan-legacy"]),
-                _rate(r["scan-target"]),
-                _rate(r["verify"]),
+                count_cell(r["scan-legacy"]),
+                count_cell(r["scan-target"]),
+                count_cell(r["verify"]),
                 f"{s['verify_ratio']:.2f}",
-                "—" if checkpointed["status"] != "ok" else _rate(checkpointed["rows_per_s"]),
+                "—" if checkpointed["status"] != "ok" else count_cell(checkpointed["rows_per_s"]),
                 "; ".join(notes),
             ]
         )
@@ -718,7 +706,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "wall_s": time.perf_counter() - start,
         },
     )
-    print(f"\nwrote {path} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    progress(f"\nwrote {path} in {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

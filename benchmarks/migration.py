@@ -71,20 +71,27 @@ import time
 import tracemalloc
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from _common import (
+    CHECK_HEADERS,
     MIB,
+    ROUTER_VS_BARE_HEADERS,
+    as_records,
     benchmark_parser,
-    latency,
     machine,
     markdown_table,
     median,
+    proc_status,
+    progress,
     rotated,
+    router_diff_check,
+    router_vs_bare,
+    router_vs_bare_cells,
     rss_bytes,
     run_json_worker,
     timed,
@@ -173,21 +180,10 @@ def enter_state(data: Path) -> Path:
 # footprint
 
 
-def os_threads() -> int | None:
-    """Threads of this process as the kernel counts them (native ones included); Linux only."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def snapshot() -> dict[str, Any]:
+    """Threads (Python's, and the kernel's count with native ones) and RSS of this process now."""
     gc.collect()
-    return {"py_threads": threading.active_count(), "os_threads": os_threads(), "rss": rss_bytes()}
+    return {"py_threads": threading.active_count(), "os_threads": proc_status("Threads"), "rss": rss_bytes()}
 
 
 def delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
@@ -334,31 +330,13 @@ def measure_search(data: Path, collections: int, queries: int) -> dict[str, Any]
         open_stores(data, collections), settings_in(state, phase="dual", read_percent=100)
     ) as migration:
         order = list(migration)
-        samples: dict[str, list[int]] = {"router": [], "bare": []}
-        same = True
-        for i, vector in enumerate(vectors):
-            router = migration[order[i % len(order)]]
-            calls: list[tuple[str, Callable[..., Any]]] = [
-                ("router", router.search),
-                ("bare", router.stores["target"].search),
-            ]
-            answers = {}
-            for name, search in rotated(calls, i):
-                answers[name], ns = timed(partial(search, vector, k=K))
-                if i >= warmup:
-                    samples[name].append(ns)
-            same = same and [h.id for h in answers["router"]] == [h.id for h in answers["bare"]]
+        compared = router_vs_bare([migration[name] for name in order], vectors, k=K, warmup=warmup)
         served = sample_sum([migration.metrics], "dualvec_reads_total", order, store="target")
-    pairs = list(zip(samples["router"], samples["bare"], strict=True))
     return {
         "status": "ok",
         "collections": collections,
         "warmup": warmup,
-        "router": latency(samples["router"]),
-        "bare": latency(samples["bare"]),
-        "ratio_median": median([r / b for r, b in pairs]),
-        "diff_median_us": median([(r - b) / 1e3 for r, b in pairs]),
-        "same_answers": same,
+        **compared,
         "served_by_target": served,
     }
 
@@ -379,7 +357,7 @@ def run_worker(
     start = time.perf_counter()
     result = run_json_worker(command, timeout=1800)
     label = f"{kind} {layout}{' (traced)' if trace else ''}"
-    print(f"{label:>28}: {result['status']} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    progress(f"{label:>28}: {result['status']} in {time.perf_counter() - start:.1f} s")
     return result
 
 
@@ -495,21 +473,14 @@ def footprint_table(
 
 
 def search_table(result: dict[str, Any], records: int) -> tuple[list[str], list[list[str]]]:
-    headers = ["collections x vectors", "bare p50 ms", "router p50 ms", "bare p95 ms", "router p95 ms"]
-    headers += ["median ratio", "median diff µs", "same answers", "served by target"]
+    headers = ["collections x vectors", *ROUTER_VS_BARE_HEADERS, "served by target"]
     if result["status"] != "ok":
         return headers, [["—", *["—"] * 7, f"{result['status']}: {result['reason']}"]]
     r = result
     return headers, [
         [
             f"{r['collections']} x {records:,}",
-            f"{r['bare']['p50_ms']:.2f}",
-            f"{r['router']['p50_ms']:.2f}",
-            f"{r['bare']['p95_ms']:.2f}",
-            f"{r['router']['p95_ms']:.2f}",
-            f"{r['ratio_median']:.4f}",
-            f"{r['diff_median_us']:.1f}",
-            "yes" if r["same_answers"] else "NO",
+            *router_vs_bare_cells(r),
             f"{r['served_by_target']:.0f} / {r['router']['n'] + r['warmup']}",
         ]
     ]
@@ -518,15 +489,8 @@ def search_table(result: dict[str, Any], records: int) -> tuple[list[str], list[
 def checks(summary: dict[str, Any], search: dict[str, Any], args: argparse.Namespace) -> list[list[str]]:
     found = []
     if search["status"] == "ok" and args.records == SEARCH_DIFF_SIZE:
-        value = search["diff_median_us"]
-        found.append(
-            [
-                f"search, router - bare, {args.collections} x {args.records:,}",
-                f"{value:.1f} µs",
-                f"<= {SEARCH_DIFF_TARGET_US:.0f} µs",
-                verdict(value <= SEARCH_DIFF_TARGET_US),
-            ]
-        )
+        label = f"search, router - bare, {args.collections} x {args.records:,}"
+        found.append(router_diff_check(label, search["diff_median_us"], SEARCH_DIFF_TARGET_US))
     one = summary["migration"]
     if one is not None and one["after_traffic_py_threads"] is not None:
         bound = design(args.collections)["migration"]["after_traffic"]
@@ -587,10 +551,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="dualvec-bench-") as folder:
         data = Path(folder)
         _, load_ns = timed(partial(load, data, args.collections, args.records))
-        print(
-            f"{'load':>28}: {args.collections} x {args.records:,} records in {load_ns / 1e9:.1f} s",
-            file=sys.stderr,
-        )
+        progress(f"{'load':>28}: {args.collections} x {args.records:,} records in {load_ns / 1e9:.1f} s")
         runs = [
             {"layout": layout, **run_worker("footprint", data, args, layout)}
             for i in range(args.repeats)
@@ -612,10 +573,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(markdown_table(*search_table(search, args.records)))
     if found:
         print()
-        print(markdown_table(["check", "measured", "target", "result"], found))
+        print(markdown_table(CHECK_HEADERS, found))
     failed = [r for r in [*runs, *traced.values(), search] if r["status"] != "ok"]
     for r in failed:
-        print(f"\nfailed: {r.get('layout', 'search')}: {r['reason']}", file=sys.stderr)
+        progress(f"\nfailed: {r.get('layout', 'search')}: {r['reason']}")
     path = write_results(
         "migration",
         {
@@ -640,11 +601,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             "footprint_runs": runs,
             "footprint_traced": traced,
             "search": search,
-            "checks": [dict(zip(["check", "measured", "target", "result"], c, strict=True)) for c in found],
+            "checks": as_records(CHECK_HEADERS, found),
             "wall_s": time.perf_counter() - start,
         },
     )
-    print(f"\nwrote {path}", file=sys.stderr)
+    progress(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

@@ -40,30 +40,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from _common import (
+    Matrix,
     add_sizes,
     benchmark_parser,
-    latency,
+    interleaved,
     machine,
     markdown_table,
-    median,
+    numpy_search,
     package_versions,
+    progress,
     rate,
-    rotated,
-    run_json_worker,
+    run_blas_worker,
     sizes_option,
+    store_search,
     timed,
     write_results,
 )
@@ -90,9 +90,6 @@ STORES = {
 EXACT = "sqlite-vec exact"
 LANCE = "LanceDB flat"
 NUMPY = "NumPy brute force"
-
-Matrix = npt.NDArray[np.float32]
-Search = Callable[[Matrix], list[str]]
 
 
 @dataclass(frozen=True)
@@ -131,10 +128,6 @@ def insert(store: VectorStore, data: Data) -> dict[str, Any]:
     return {"rows": len(data.ids), "seconds": total / 1e9, "rows_per_s": rate(len(data.ids), total)}
 
 
-def store_search(store: VectorStore) -> Search:
-    return lambda query: [hit.id for hit in store.search(query, k=K)]
-
-
 class LanceFlat:
     """A LanceDB table of the same vectors, searched by a full scan (no index)."""
 
@@ -159,39 +152,12 @@ class LanceFlat:
         return ids
 
 
-def numpy_search(data: Data) -> Search:
-    unit = data.matrix / np.linalg.norm(data.matrix, axis=1, keepdims=True)
-
-    def search(query: Matrix) -> list[str]:
-        scores = unit @ (query / np.linalg.norm(query))
-        top = np.argpartition(-scores, K)[:K]
-        return [data.ids[i] for i in top[np.argsort(-scores[top])]]
-
-    return search
-
-
-def interleaved(methods: dict[str, Search], data: Data) -> dict[str, dict[str, Any]]:
-    """Each query on every method in turn, rotating which goes first; latency and recall."""
-    names = list(methods)
-    samples: dict[str, list[int]] = {name: [] for name in names}
-    found: dict[str, int] = dict.fromkeys(names, 0)
-    for i, query in enumerate(data.queries):
-        for name in rotated(names, i):
-            ids, ns = timed(partial(methods[name], query))
-            if i >= WARMUP:
-                samples[name].append(ns)
-                found[name] += len(data.truth[i].intersection(ids))
-    return {
-        name: {**latency(ns), "recall": found[name] / (K * len(ns)), "samples_ns": ns}
-        for name, ns in samples.items()
-    }
-
-
 def sweep(url: str, data: Data, target: float, oversamples: Sequence[int]) -> dict[str, Any]:
     """Recall and p50 of one quantized store at each oversample; the smallest reaching `target`."""
     stores = {o: open_store(f"{url}&oversample={o}", SPEC) for o in oversamples}
     try:
-        measured = interleaved({str(o): store_search(s) for o, s in stores.items()}, data)
+        methods = {str(o): store_search(s, K) for o, s in stores.items()}
+        measured = interleaved(methods, data.queries, data.truth, k=K, warmup=WARMUP)
     finally:
         for store in stores.values():
             store.close()
@@ -218,29 +184,22 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 progress(f"{n:,}: {name} loaded, {result['insert'][name]['rows_per_s']:,.0f} rows/s")
             lance = LanceFlat(Path(folder) / "lance", data)
             result["insert"][LANCE] = lance.insert
-            methods = {name: store_search(store) for name, store in stores.items()}
+            methods = {name: store_search(store, K) for name, store in stores.items()}
             methods[LANCE] = lance.search
-            methods[NUMPY] = numpy_search(data)
-            searched = interleaved(methods, data)
+            unit = data.matrix / np.linalg.norm(data.matrix, axis=1, keepdims=True)
+            methods[NUMPY] = numpy_search(unit, data.ids, K)
+            result["search"] = interleaved(
+                methods, data.queries, data.truth, k=K, warmup=WARMUP, against={"vs_exact": EXACT}
+            )
             progress(f"{n:,}: searched")
         finally:
             for store in stores.values():
                 store.close()
-        exact_ns = searched[EXACT]["samples_ns"]
-        for found in searched.values():
-            found["vs_exact"] = median(
-                [t / e for t, e in zip(found.pop("samples_ns"), exact_ns, strict=True)]
-            )
-        result["search"] = searched
         for name, url in urls.items():
             if name != EXACT:
                 result["sweeps"][name] = sweep(url, data, args.recall, args.oversamples)
                 progress(f"{n:,}: {name} swept")
     return result
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
@@ -303,18 +262,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run_worker(n: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Measure one size in a fresh process (its own memory, BLAS threads set before NumPy
-    loads); a crash becomes an error result."""
+    """Measure one size in a fresh process (`_common.run_blas_worker`)."""
     command = [sys.executable, __file__, "--worker", "--sizes", str(n), "--queries", str(args.queries)]
     command += ["--recall", str(args.recall), "--oversamples", ",".join(map(str, args.oversamples))]
-    os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.blas_threads)
-    start = time.perf_counter_ns()
-    result = run_json_worker(command, timeout=3600)
-    elapsed = (time.perf_counter_ns() - start) / 1e9
-    progress(f"{n:,}: {result.get('status', 'ok')} in {elapsed:.0f} s")
-    if result.get("status") == "error":
-        raise SystemExit(f"{n:,} vectors: {result['reason']}")
-    return result
+    return run_blas_worker(command, n, blas_threads=args.blas_threads, timeout=3600)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -358,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "wall_s": (time.perf_counter_ns() - start) / 1e9,
         },
     )
-    print(f"\nwrote {path}", file=sys.stderr)
+    progress(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

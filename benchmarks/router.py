@@ -66,16 +66,26 @@ from typing import Any
 
 import numpy as np
 from _common import (
+    CHECK_HEADERS,
+    ROUTER_VS_BARE_HEADERS,
     add_sizes,
+    add_subset,
+    as_records,
     benchmark_parser,
+    count_cell,
     latency,
     machine,
     markdown_table,
     median,
+    ms_cell,
     names_option,
     open_router,
+    progress,
     rate,
     rotated,
+    router_diff_check,
+    router_vs_bare,
+    router_vs_bare_cells,
     run_json_worker,
     store_url,
     timed,
@@ -124,31 +134,11 @@ def measure_search(n: int, queries: int) -> dict[str, Any]:
         tempfile.TemporaryDirectory(prefix="dualvec-bench-") as folder,
         open_router(Path(folder), "sqlite-blob", SPEC, phase=Phase.DUAL, read_percent=100) as router,
     ):
-        bare = router.stores["target"]
         for batch in batches(records):  # straight into the target: reads never reach legacy
-            bare.upsert(batch)
-        calls: list[tuple[str, Callable[..., Any]]] = [("router", router.search), ("bare", bare.search)]
-        samples: dict[str, list[int]] = {"router": [], "bare": []}
-        same = True
-        for i, vector in enumerate(vectors):
-            answers = {}
-            for name, search in rotated(calls, i):
-                answers[name], ns = timed(partial(search, vector, k=K))
-                if i >= WARMUP:
-                    samples[name].append(ns)
-            same = same and [h.id for h in answers["router"]] == [h.id for h in answers["bare"]]
+            router.stores["target"].upsert(batch)
+        compared = router_vs_bare([router], vectors, k=K, warmup=WARMUP)
         served = router.metrics.value("dualvec_reads_total", store="target")
-    pairs = list(zip(samples["router"], samples["bare"], strict=True))
-    return {
-        "status": "ok",
-        "n": n,
-        "router": latency(samples["router"]),
-        "bare": latency(samples["bare"]),
-        "ratio_median": median([r / b for r, b in pairs]),
-        "diff_median_us": median([(r - b) / 1e3 for r, b in pairs]),
-        "same_answers": same,
-        "served_by_target": served,
-    }
+    return {"status": "ok", "n": n, **compared, "served_by_target": served}
 
 
 # upsert
@@ -352,10 +342,7 @@ def run_worker(section: str, param: str, args: argparse.Namespace) -> dict[str, 
     command += ["--sizes" if section == "search" else "--legacies", param]
     start = time.perf_counter()
     result = run_json_worker(command, timeout=1800)
-    print(
-        f"{section:>10} {param:>12}: {result['status']} in {time.perf_counter() - start:.0f} s",
-        file=sys.stderr,
-    )
+    progress(f"{section:>10} {param:>12}: {result['status']} in {time.perf_counter() - start:.0f} s")
     return {"section": section, "param": param, **result}
 
 
@@ -367,38 +354,18 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     return measure_dual_write(args.legacies[0], args.rows)
 
 
-def _ms(value: float) -> str:
-    return f"{value:.2f}"
-
-
-def _count(value: float) -> str:
-    return f"{value:,.0f}"
-
-
 def _failed(result: dict[str, Any]) -> bool:
     return bool(result["status"] != "ok")
 
 
 def search_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    headers = ["vectors", "bare p50 ms", "router p50 ms", "bare p95 ms", "router p95 ms"]
-    headers += ["median ratio", "median diff µs", "same answers"]
+    headers = ["vectors", *ROUTER_VS_BARE_HEADERS]
     rows = []
     for r in results:
         if _failed(r):
-            rows.append([_count(int(r["param"])), *["—"] * 6, f"{r['status']}: {r['reason']}"])
+            rows.append([count_cell(int(r["param"])), *["—"] * 6, f"{r['status']}: {r['reason']}"])
             continue
-        rows.append(
-            [
-                _count(r["n"]),
-                _ms(r["bare"]["p50_ms"]),
-                _ms(r["router"]["p50_ms"]),
-                _ms(r["bare"]["p95_ms"]),
-                _ms(r["router"]["p95_ms"]),
-                f"{r['ratio_median']:.4f}",
-                f"{r['diff_median_us']:.1f}",
-                "yes" if r["same_answers"] else "NO",
-            ]
-        )
+        rows.append([count_cell(r["n"]), *router_vs_bare_cells(r)])
     return headers, rows
 
 
@@ -415,11 +382,11 @@ def upsert_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             [
                 phase,
                 bare,
-                _ms(r["bare"]["mean_ms"]),
-                _ms(r["router"]["mean_ms"]),
+                ms_cell(r["bare"]["mean_ms"]),
+                ms_cell(r["router"]["mean_ms"]),
                 f"{r['ratio_total']:.3f}",
-                _ms(r["diff_mean_ms"]),
-                _ms(r["outbox"]["mean_ms"]) if "outbox" in r else "—",
+                ms_cell(r["diff_mean_ms"]),
+                ms_cell(r["outbox"]["mean_ms"]) if "outbox" in r else "—",
             ]
         )
     return headers, rows
@@ -437,10 +404,10 @@ def dual_write_table(results: list[dict[str, Any]]) -> tuple[list[str], list[lis
         rows.append(
             [
                 r["legacy"],
-                _count(rates["legacy"]),
-                _count(rates["target"]),
-                _count(r["both_in_sequence_rows_per_s"]),
-                _count(rates["router"]),
+                count_cell(rates["legacy"]),
+                count_cell(rates["target"]),
+                count_cell(r["both_in_sequence_rows_per_s"]),
+                count_cell(rates["router"]),
                 f"{r['ratio_to_slower']:.3f}",
                 f"{r['ratio_to_sequence']:.3f}",
             ]
@@ -480,15 +447,8 @@ def checks(results: dict[str, Any]) -> list[list[str]]:
                 [f"search, router / bare, {r['n']:,}", value, f"<= {SEARCH_RATIO_TARGET}", verdict(passed)]
             )
         if r["n"] == SEARCH_DIFF_SIZE:
-            value, passed = f"{r['diff_median_us']:.1f} µs", r["diff_median_us"] <= SEARCH_DIFF_TARGET_US
-            found.append(
-                [
-                    f"search, router - bare, {r['n']:,}",
-                    value,
-                    f"<= {SEARCH_DIFF_TARGET_US:.0f} µs",
-                    verdict(passed),
-                ]
-            )
+            label = f"search, router - bare, {r['n']:,}"
+            found.append(router_diff_check(label, r["diff_median_us"], SEARCH_DIFF_TARGET_US))
     for r in results.get("dual_write", []):
         if _failed(r):
             continue
@@ -518,12 +478,7 @@ def checks(results: dict[str, Any]) -> list[list[str]]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = benchmark_parser(__doc__, worker=SECTIONS[:3])
-    parser.add_argument(
-        "--sections",
-        type=names_option,
-        default=list(SECTIONS),
-        help=f"comma-separated subset of {','.join(SECTIONS)}",
-    )
+    add_subset(parser, "--sections", SECTIONS)
     add_sizes(parser, SIZES, "search: comma-separated collection sizes (default 10000,100000)")
     parser.add_argument(
         "--legacies",
@@ -564,9 +519,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
             results["rollback"] = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
         elapsed = time.perf_counter() - rollback_start
-        print(
-            f"{'rollback':>10} {'':>12}: {results['rollback']['status']} in {elapsed:.0f} s", file=sys.stderr
-        )
+        progress(f"{'rollback':>10} {'':>12}: {results['rollback']['status']} in {elapsed:.0f} s")
     found = checks(results)
     tables: list[tuple[str, tuple[list[str], list[list[str]]]]] = []
     if "search" in results:
@@ -587,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(markdown_table(headers, rows))
         print()
     if found:
-        print(markdown_table(["check", "measured", "target", "result"], found))
+        print(markdown_table(CHECK_HEADERS, found))
     path = write_results(
         "router",
         {
@@ -608,11 +561,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "legacies": args.legacies,
             },
             "results": results,
-            "checks": [dict(zip(["check", "measured", "target", "result"], c, strict=True)) for c in found],
+            "checks": as_records(CHECK_HEADERS, found),
             "wall_s": time.perf_counter() - start,
         },
     )
-    print(f"\nwrote {path}", file=sys.stderr)
+    progress(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

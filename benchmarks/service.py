@@ -86,15 +86,20 @@ from urllib.parse import urlsplit
 
 import numpy as np
 from _common import (
+    CHECK_HEADERS,
     RESULTS_DIR,
     add_sizes,
+    add_subset,
+    as_records,
     benchmark_parser,
+    count_cell,
     latency,
     machine,
     markdown_table,
     median,
-    names_option,
+    ms_cell,
     package_versions,
+    progress,
     rate,
     rotated,
     run_json_worker,
@@ -720,18 +725,8 @@ def run_worker(section: str, param: str, args: argparse.Namespace) -> dict[str, 
         command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
     start = time.perf_counter()
     result = run_json_worker(command, timeout=1800)
-    print(
-        f"{section:>8} {param:>8}: {result['status']} in {time.perf_counter() - start:.0f} s", file=sys.stderr
-    )
+    progress(f"{section:>8} {param:>8}: {result['status']} in {time.perf_counter() - start:.0f} s")
     return {"section": section, "param": param, **result}
-
-
-def _ms(value: float) -> str:
-    return f"{value:.2f}"
-
-
-def _count(value: float) -> str:
-    return f"{value:,.0f}"
 
 
 def _ok(result: dict[str, Any]) -> bool:
@@ -748,21 +743,23 @@ def one_client_table(results: list[dict[str, Any]]) -> tuple[list[str], list[lis
     }
     for r in results:
         if not _ok(r):
-            rows.append([_count(int(r["param"])), "—", "—", "—", f"{r['status']}: {r['reason']}"])
+            rows.append([count_cell(int(r["param"])), "—", "—", "—", f"{r['status']}: {r['reason']}"])
             continue
         one = r["one_client"]
         for key, label in names.items():
-            added = "—" if key == "in-process" else f"+{_ms(one['added_ms'][key])}"
-            rows.append([_count(r["n"]), label, _ms(one[key]["p50_ms"]), _ms(one[key]["p99_ms"]), added])
+            added = "—" if key == "in-process" else f"+{ms_cell(one['added_ms'][key])}"
+            rows.append(
+                [count_cell(r["n"]), label, ms_cell(one[key]["p50_ms"]), ms_cell(one[key]["p99_ms"]), added]
+            )
     return headers, rows
 
 
 def steps_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The added latency of a JSON search, step by step (floor server paths, paired medians)."""
     headers = ["step of the JSON search's added latency, 1 client", "ms at p50"]
-    rows = [[stage, _ms(ms)] for stage, ms in result["one_client"]["steps_ms"].items()]
+    rows = [[stage, ms_cell(ms)] for stage, ms in result["one_client"]["steps_ms"].items()]
     rows.append(
-        ["measured: HTTP JSON search - in-process search", _ms(result["one_client"]["added_ms"]["json"])]
+        ["measured: HTTP JSON search - in-process search", ms_cell(result["one_client"]["added_ms"]["json"])]
     )
     return headers, rows
 
@@ -772,19 +769,23 @@ def sched_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     sched = result["one_client"]["sched_ms"]
     headers = ["per query, 1 client (mean ms)", "on a core", "waiting for a core"]
     search = sched["in-process search"]
-    rows = [["in-process: the caller's thread", _ms(search[0]), _ms(search[1])]]
+    rows = [["in-process: the caller's thread", ms_cell(search[0]), ms_cell(search[1])]]
     for form, label in (("json", "JSON"), ("b64", "compact")):
         service, client = sched[f"{form} service"], sched[f"{form} client"]
-        rows.append([f"HTTP {label}: the service's threads", _ms(service[0]), _ms(service[1])])
+        rows.append([f"HTTP {label}: the service's threads", ms_cell(service[0]), ms_cell(service[1])])
         rows.append(
             [
                 f"HTTP {label}: the service - in-process",
-                _ms(service[0] - search[0]),
-                _ms(service[1] - search[1]),
+                ms_cell(service[0] - search[0]),
+                ms_cell(service[1] - search[1]),
             ]
         )
         rows.append(
-            [f"HTTP {label}: the client's thread (http.client, `json.loads`)", _ms(client[0]), _ms(client[1])]
+            [
+                f"HTTP {label}: the client's thread (http.client, `json.loads`)",
+                ms_cell(client[0]),
+                ms_cell(client[1]),
+            ]
         )
     return headers, rows
 
@@ -805,12 +806,12 @@ def many_clients_table(results: list[dict[str, Any]]) -> tuple[list[str], list[l
             ratio = "1" if key == "in-process" else f"{many['ratio'][key]:.3f}"
             rows.append(
                 [
-                    _count(r["n"]),
+                    count_cell(r["n"]),
                     label,
                     f"{many[key]['qps']:.1f}",
                     ratio,
-                    _ms(many[key]["p50_ms"]),
-                    _ms(many[key]["p99_ms"]),
+                    ms_cell(many[key]["p50_ms"]),
+                    ms_cell(many[key]["p99_ms"]),
                 ]
             )
     return headers, rows
@@ -837,9 +838,9 @@ def upsert_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         rows.append(
             [
                 label,
-                _count(rates["in-process"]),
-                _count(rates["json"]),
-                _count(rates["b64"]),
+                count_cell(rates["in-process"]),
+                count_cell(rates["json"]),
+                count_cell(rates["b64"]),
                 f"{r['b64_over_json']:.2f}",
                 f"{r['json_over_in_process']:.3f}",
                 f"{r['b64_over_in_process']:.3f}",
@@ -872,7 +873,7 @@ def checks(results: dict[str, Any]) -> list[list[str]]:
             found.append(
                 [
                     f"search, 1 client, {r['n']:,}: added p50, JSON",
-                    f"{_ms(added['json'])} ms",
+                    f"{ms_cell(added['json'])} ms",
                     f"<= {ADDED_TARGET_MS} ms",
                     verdict(added["json"] <= ADDED_TARGET_MS),
                 ]
@@ -880,8 +881,8 @@ def checks(results: dict[str, Any]) -> list[list[str]]:
             found.append(
                 [
                     f"search, 1 client, {r['n']:,}: added p50, compact",
-                    f"{_ms(added['b64'])} ms",
-                    f"< JSON ({_ms(added['json'])} ms)",
+                    f"{ms_cell(added['b64'])} ms",
+                    f"< JSON ({ms_cell(added['json'])} ms)",
                     verdict(added["b64"] < added["json"]),
                 ]
             )
@@ -913,12 +914,7 @@ def checks(results: dict[str, Any]) -> list[list[str]]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = benchmark_parser(__doc__, worker=SECTIONS)
-    parser.add_argument(
-        "--sections",
-        type=names_option,
-        default=list(SECTIONS),
-        help=f"comma-separated subset of {','.join(SECTIONS)}",
-    )
+    add_subset(parser, "--sections", SECTIONS)
     add_sizes(parser, SIZES, "search: comma-separated collection sizes (default 10000,100000)")
     parser.add_argument("--queries", type=int, default=200, help="search, 1 client: timed queries per size")
     parser.add_argument("--rounds", type=int, default=6, help="search, 8 clients: rounds of the three paths")
@@ -1005,7 +1001,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(markdown_table(*upsert_table(results["upsert"])))
         print()
     if found:
-        print(markdown_table(["check", "measured", "target", "result"], found))
+        print(markdown_table(CHECK_HEADERS, found))
     path = write_results(
         "service",
         {
@@ -1028,11 +1024,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "sections": args.sections,
             },
             "results": results,
-            "checks": [dict(zip(["check", "measured", "target", "result"], c, strict=True)) for c in found],
+            "checks": as_records(CHECK_HEADERS, found),
             "wall_s": time.perf_counter() - start,
         },
     )
-    print(f"\nwrote {path}", file=sys.stderr)
+    progress(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

@@ -61,9 +61,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from _common import (
+    Matrix,
     add_sizes,
+    add_subset,
+    as_records,
     benchmark_parser,
     latency,
     machine,
@@ -71,6 +73,7 @@ from _common import (
     median,
     names_option,
     open_router,
+    progress,
     rotated,
     run_json_worker,
     verdict,
@@ -97,8 +100,6 @@ TARGETS = {  # shadow percent -> {percentile: largest ratio to shadow 0%}
     100.0: {"p50": 1.15, "p99": 1.30},
 }
 SPEC = sample_spec(name="bench", dim=DIM)
-
-Matrix = npt.NDArray[np.float32]
 
 
 def bare_p50_s(router: Router, queries: Matrix) -> dict[str, float]:
@@ -250,7 +251,7 @@ def run_worker(
     result = run_json_worker(command, timeout=1800)
     elapsed = time.perf_counter() - start
     scenario = f"{legacy} read {read_percent:g}% {load} {n:,}"
-    print(f"{scenario:>40}: {result['status']} in {elapsed:.0f} s", file=sys.stderr, flush=True)
+    progress(f"{scenario:>40}: {result['status']} in {elapsed:.0f} s")
     return {"legacy": legacy, "read_percent": read_percent, "load": load, "n": n, **result}
 
 
@@ -317,12 +318,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--read-percents", type=floats, default=list(READ_PERCENTS), help="comma-separated (default 0,50)"
     )
-    parser.add_argument(
-        "--loads",
-        type=names_option,
-        default=list(LOADS),
-        help=f"comma-separated subset of {','.join(LOADS)}",
-    )
+    add_subset(parser, "--loads", LOADS)
     add_sizes(parser, SIZES, "comma-separated collection sizes (default 10000)")
     parser.add_argument("--queries", type=int, default=80, help="queries per block")
     parser.add_argument("--reps", type=int, default=4, help="blocks per shadow percentage")
@@ -340,10 +336,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.worker:
-        found = measure(
+        outcome = measure(
             args.legacies[0], args.read_percents[0], args.loads[0], args.sizes[0], args.queries, args.reps
         )
-        print(json.dumps(found))
+        print(json.dumps(outcome))
         return
     start = time.perf_counter()
     results = [
@@ -395,20 +391,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "sizes": args.sizes,
             },
             "results": results,
-            "checks": [
-                dict(
-                    zip(
-                        ["legacy", "read_percent", "load", "n", "check", "ratio", "target", "result"],
-                        c,
-                        strict=True,
-                    )
-                )
-                for c in found
-            ],
+            "checks": as_records(
+                ["legacy", "read_percent", "load", "n", "check", "ratio", "target", "result"], found
+            ),
             "wall_s": time.perf_counter() - start,
         },
     )
-    print(f"\nwrote {path}", file=sys.stderr)
+    progress(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,19 +56,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from _common import (
     MIB,
+    Matrix,
+    Search,
     add_sizes,
+    add_subset,
     benchmark_parser,
+    count_cell,
     latency,
     machine,
     markdown_table,
     median,
-    names_option,
+    ms_cell,
+    numpy_search,
     package_versions,
+    progress,
     rate,
     rss_bytes,
+    run_json_worker,
+    store_search,
     store_url,
     timed,
     verdict,
@@ -105,8 +111,6 @@ HAND_TABLE = (
 HAND_INSERT = "INSERT INTO t (id, embedding, lang, year) VALUES (?, ?, ?, ?)"
 HAND_QUERY = "SELECT id, distance FROM t WHERE embedding MATCH ? AND k = ?"
 
-Matrix = npt.NDArray[np.float32]
-
 
 @dataclass(frozen=True)
 class Data:
@@ -131,12 +135,6 @@ def make_data(n: int, queries: int) -> Data:
     return Data(records, normed, qs, truth)
 
 
-def numpy_search(normed: Matrix, query: Matrix) -> list[str]:
-    scores = normed @ (query / np.linalg.norm(query))
-    top = np.argpartition(-scores, K)[:K]
-    return [f"doc-{i}" for i in top[np.argsort(-scores[top])]]
-
-
 class HandVec0:
     """The reference: a bare vec0 table written and queried by hand, no dualvec code in the path."""
 
@@ -155,10 +153,6 @@ class HandVec0:
 
     def close(self) -> None:
         self.conn.close()
-
-
-def store_search(store: VectorStore, query: Matrix) -> list[str]:
-    return [hit.id for hit in store.search(query, k=K)]
 
 
 def run_inserts(
@@ -193,9 +187,10 @@ def _insert_stats(rows: int, batch_ns: list[int]) -> dict[str, Any]:
 
 def run_searches(store: VectorStore, hand: HandVec0 | None, data: Data) -> dict[str, Any]:
     """Time each query on the store and the references in turn; every call sees the same query."""
-    calls: list[tuple[str, Callable[[Matrix], list[str]]]] = [("store", partial(store_search, store))]
+    calls: list[tuple[str, Search]] = [("store", store_search(store, K))]
     if hand is not None:
-        calls += [("hand", hand.search), ("numpy", partial(numpy_search, data.normed))]
+        ids = [record.id for record in data.records]
+        calls += [("hand", hand.search), ("numpy", numpy_search(data.normed, ids, K))]
     samples: dict[str, list[int]] = {name: [] for name, _ in calls}
     hits: dict[str, int] = dict.fromkeys(samples, 0)
     for i, query in enumerate(data.queries):
@@ -273,40 +268,20 @@ def run_worker(name: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     """Measure one store at one size in a fresh process; a crash becomes an error result."""
     command = [sys.executable, __file__, "--worker", "--stores", name, "--sizes", str(n)]
     command += ["--queries", str(args.queries), "--budget", str(args.budget)]
-    start = time.perf_counter_ns()
-    try:
-        proc = subprocess.run(
-            command, check=False, capture_output=True, text=True, timeout=3 * args.budget + 600
-        )
-    except subprocess.TimeoutExpired:
-        result: dict[str, Any] = {"status": "error", "reason": "worker timed out"}
-    else:
-        if proc.returncode == 0:
-            result = json.loads(proc.stdout.splitlines()[-1])
-        else:
-            lines = proc.stderr.strip().splitlines()
-            result = {"status": "error", "reason": lines[-1] if lines else f"exit code {proc.returncode}"}
-    elapsed = (time.perf_counter_ns() - start) / 1e9
-    print(f"{name:>12} {n:>7,}: {result['status']} in {elapsed:.0f} s", file=sys.stderr, flush=True)
+    result, ns = timed(partial(run_json_worker, command, 3 * args.budget + 600))
+    elapsed = ns / 1e9
+    progress(f"{name:>12} {n:>7,}: {result['status']} in {elapsed:.0f} s")
     return {"store": name, "n": n, "wall_s": elapsed, **result}
-
-
-def _ms(value: float) -> str:
-    return f"{value:.2f}"
-
-
-def _count(value: float) -> str:
-    return f"{value:,.0f}"
 
 
 def result_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for r in results:
-        n = _count(r["n"])
+        n = count_cell(r["n"])
         if r["status"] in ("unavailable", "error"):
             rows.append([r["store"], n, *["—"] * 7, f"{r['status']}: {r['reason']}"])
             continue
-        insert = _count(r["insert"]["store"]["rows_per_s"])
+        insert = count_cell(r["insert"]["store"]["rows_per_s"])
         if r["status"] == "skipped":
             rows.append([r["store"], n, insert, *["—"] * 6, f"skipped: {r['reason']}"])
             continue
@@ -317,10 +292,10 @@ def result_rows(results: list[dict[str, Any]]) -> list[list[str]]:
                 r["store"],
                 n,
                 insert,
-                _ms(search["p50_ms"]),
-                _ms(search["p95_ms"]),
+                ms_cell(search["p50_ms"]),
+                ms_cell(search["p95_ms"]),
                 f"{search['recall']:.3f}",
-                _count(scan["rows_per_s"]),
+                count_cell(scan["rows_per_s"]),
                 f"{scan['traced_peak_mib']:.1f}",
                 "—" if rss is None else f"{rss:.1f}",
                 "; ".join(notes(r)),
@@ -328,10 +303,10 @@ def result_rows(results: list[dict[str, Any]]) -> list[list[str]]:
         )
         if "hand" in r["search"]:
             hand, ref = r["search"]["hand"], r["search"]["numpy"]
-            hand_insert = _count(r["insert"]["hand"]["rows_per_s"])
+            hand_insert = count_cell(r["insert"]["hand"]["rows_per_s"])
             dashes = ["—"] * 3
-            hand_search = [_ms(hand["p50_ms"]), _ms(hand["p95_ms"]), f"{hand['recall']:.3f}"]
-            ref_search = [_ms(ref["p50_ms"]), _ms(ref["p95_ms"]), f"{ref['recall']:.3f}"]
+            hand_search = [ms_cell(hand["p50_ms"]), ms_cell(hand["p95_ms"]), f"{hand['recall']:.3f}"]
+            ref_search = [ms_cell(ref["p50_ms"]), ms_cell(ref["p95_ms"]), f"{ref['recall']:.3f}"]
             rows.append(["vec0 by hand (ref)", n, hand_insert, *hand_search, *dashes, "executemany, MATCH"])
             rows.append(["numpy exact (ref)", n, "—", *ref_search, *dashes, "matrix @ query, argpartition"])
     return rows
@@ -393,11 +368,11 @@ def checks(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def check_rows(found: list[dict[str, Any]]) -> list[list[str]]:
-    fmt = {"ms": lambda v: f"{_ms(v)} ms", "rows/s": lambda v: f"{_count(v)} rows/s"}
+    fmt = {"ms": lambda v: f"{ms_cell(v)} ms", "rows/s": lambda v: f"{count_cell(v)} rows/s"}
     return [
         [
             c["check"],
-            _count(c["n"]),
+            count_cell(c["n"]),
             fmt[c["unit"]](c["store"]),
             fmt[c["unit"]](c["hand"]),
             f"{c['ratio']:.3f}",
@@ -410,12 +385,7 @@ def check_rows(found: list[dict[str, Any]]) -> list[list[str]]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = benchmark_parser(__doc__)
-    parser.add_argument(
-        "--stores",
-        type=names_option,
-        default=list(STORES),
-        help=f"comma-separated subset of {','.join(STORES)}",
-    )
+    add_subset(parser, "--stores", STORES)
     add_sizes(parser, SIZES, "comma-separated collection sizes (default 10000,100000)")
     parser.add_argument("--queries", type=int, default=100, help="timed queries per store and size")
     parser.add_argument(
@@ -475,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "wall_s": (time.perf_counter_ns() - start) / 1e9,
         },
     )
-    print(f"\nwrote {path}", file=sys.stderr)
+    progress(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

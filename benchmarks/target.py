@@ -39,39 +39,41 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from _common import (
     MIB,
+    Matrix,
+    Search,
     add_sizes,
     benchmark_parser,
-    latency,
+    interleaved,
     machine,
     markdown_table,
-    median,
+    numpy_search,
     package_versions,
+    progress,
     rate,
-    rotated,
     rss_bytes,
+    run_blas_worker,
     run_json_worker,
+    store_search,
     timed,
     verdict,
     write_results,
 )
 from _real_embeddings import load_corpus
 
-from dualvec import CollectionSpec, Record, VectorStore, open_store
+from dualvec import CollectionSpec, Record, open_store
 
 SIZES = (100_000,)
 DIM = 384
@@ -100,9 +102,6 @@ LANCE_SETTINGS = ((20, 5), (40, 10), (80, 20))  # (nprobes, refine_factor)
 EXACT = "sqlite-vec exact"
 NUMPY = "NumPy exact (1 thread)"
 LANCE_FLAT = "LanceDB flat"
-
-Matrix = npt.NDArray[np.float32]
-Search = Callable[[Matrix], list[str]]
 
 
 @dataclass(frozen=True)
@@ -227,25 +226,12 @@ def sizes_on_disk(folder: Path) -> dict[str, int]:
 # --- searching --------------------------------------------------------------------------
 
 
-def store_search(store: VectorStore) -> Search:
-    return lambda query: [hit.id for hit in store.search(query, k=K)]
-
-
 def lance_search(table: Any, nprobes: int | None, refine: int | None) -> Search:
     def search(query: Matrix) -> list[str]:
         q = table.search(query).distance_type("cosine").limit(K).select(["id"])
         q = q.bypass_vector_index() if nprobes is None else q.nprobes(nprobes).refine_factor(refine)
         ids: list[str] = q.to_arrow()["id"].to_pylist()
         return ids
-
-    return search
-
-
-def numpy_search(matrix: Matrix, ids: list[str]) -> Search:
-    def search(query: Matrix) -> list[str]:
-        scores = matrix @ (query / np.linalg.norm(query))
-        top = np.argpartition(-scores, K)[:K]
-        return [ids[i] for i in top[np.argsort(-scores[top])]]
 
     return search
 
@@ -266,9 +252,9 @@ def open_method(name: str, folder: Path, ids: list[str], matrix: Matrix | None =
     for method, store, oversample in SQLITE_METHODS:
         if name == method:
             opened = open_store(sqlite_url(folder, store, oversample), SPEC)
-            return store_search(opened), opened
+            return store_search(opened, K), opened
     if name == NUMPY:
-        return numpy_search(np.load(folder / "matrix.npy") if matrix is None else matrix, ids), None
+        return numpy_search(np.load(folder / "matrix.npy") if matrix is None else matrix, ids, K), None
     table = lancedb.connect(folder / "lance").open_table("bench")
     if name == LANCE_FLAT:
         return lance_search(table, None, None), None
@@ -276,27 +262,6 @@ def open_method(name: str, folder: Path, ids: list[str], matrix: Matrix | None =
         if name == lance_label(nprobes, refine):
             return lance_search(table, nprobes, refine), None
     raise SystemExit(f"unknown method {name!r}")
-
-
-def interleaved(methods: dict[str, Search], data: Data) -> dict[str, dict[str, Any]]:
-    """Each query on every method in turn, rotating which goes first; latency and recall."""
-    names = list(methods)
-    samples: dict[str, list[int]] = {name: [] for name in names}
-    found: dict[str, int] = dict.fromkeys(names, 0)
-    for i, query in enumerate(data.queries):
-        for name in rotated(names, i):
-            ids, ns = timed(partial(methods[name], query))
-            if i >= WARMUP:
-                samples[name].append(ns)
-                found[name] += len(data.truth[i].intersection(ids))
-        if i and i % 20 == 0:
-            progress(f"{len(data.ids):,}: {i}/{len(data.queries)} queries")
-    measured = {name: {**latency(ns), "recall": found[name] / (K * len(ns))} for name, ns in samples.items()}
-    for reference, key in ((NUMPY, "vs_numpy"), (EXACT, "vs_exact")):
-        for name in names:
-            ratios = [t / r for t, r in zip(samples[name], samples[reference], strict=True)]
-            measured[name][key] = median(ratios)
-    return measured
 
 
 # --- memory -----------------------------------------------------------------------------
@@ -342,7 +307,15 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
         disk = sizes_on_disk(folder)
         opened = {name: open_method(name, folder, data.ids, data.matrix) for name in method_names()}
         try:
-            searched = interleaved({name: search for name, (search, _) in opened.items()}, data)
+            searched = interleaved(
+                {name: search for name, (search, _) in opened.items()},
+                data.queries,
+                data.truth,
+                k=K,
+                warmup=WARMUP,
+                against={"vs_numpy": NUMPY, "vs_exact": EXACT},
+                progress_label=f"{n:,}",
+            )
         finally:
             for _, store in opened.values():
                 if store is not None:
@@ -364,10 +337,6 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
         "rss": memory,
         "wall_s": time.perf_counter() - began,
     }
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # --- reporting --------------------------------------------------------------------------
@@ -497,16 +466,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run_worker(n: int, args: argparse.Namespace) -> dict[str, Any]:
-    """One size in a fresh process (its own memory; BLAS threads set before NumPy loads)."""
+    """One size in a fresh process (`_common.run_blas_worker`)."""
     command = [sys.executable, __file__, "--worker", "--sizes", str(n), "--queries", str(args.queries)]
     if args.workdir:
         command += ["--workdir", args.workdir]
-    os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.blas_threads)
-    result = run_json_worker(command, timeout=6 * 3600)
-    if result.get("status") == "error":
-        raise SystemExit(f"{n:,} vectors: {result['reason']}")
-    progress(f"{n:,}: done in {result['wall_s']:.0f} s")
-    return result
+    return run_blas_worker(command, n, blas_threads=args.blas_threads, timeout=6 * 3600)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -558,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "wall_s": (time.perf_counter_ns() - start) / 1e9,
         },
     )
-    print(f"\nwrote {path}", file=sys.stderr)
+    progress(f"\nwrote {path}")
 
 
 if __name__ == "__main__":
