@@ -2,10 +2,16 @@
 records of 384 dimensions, serving searches while writes go on (phase dual, half the tenants
 read from the target, every read shadowed): with `AsyncRouter` the event loop never waits on a
 store call (its lag stays far below one store call's time: median well under a millisecond, 99th
-percentile under MAX_P99_LAG_MS, where a search takes 70-160 ms here); the same app calling the
+percentile under MAX_P99_LAG_MS, where a search takes 60-110 ms here); the same app calling the
 sync `Router` from its async endpoints blocks the loop for whole store calls, which is what the
-measurement exists to catch. The issue's target, 5 ms at p99, is not met on 2 busy cores
-(measured 8.5-19 ms): the README says so.
+measurement exists to catch.
+
+The issue's target, 5 ms at p99, is met on an idle 2-core machine, narrowly (median of runs
+4.6 ms, runs 4.2-6.4), and not beside other work (6-8 ms with one busy core's worth, more on a
+crowded host). What is left is mostly the app's own work on the loop: the same app with no store
+behind it lags 2.2 ms at p99 (FastAPI decoding ~100 JSON bodies of 8 x 384 floats a second), 3.5
+ms with dualvec validating them on the loop; the rest is the GIL and the cores shared with the
+stores' threads. MAX_P99_LAG_MS leaves room for a busy CI machine; the README gives the numbers.
 
 The lag is measured inside the app (async_app.py): a task sleeping 1 ms at a time records how
 late it wakes. Run with `-s` to see the numbers.
@@ -37,8 +43,8 @@ RECORDS = 20_000
 SEARCHERS = 3
 WRITE_BATCH = 8  # records per write request
 LOAD_SECONDS = 5.0
-# A loop that waited on store calls would lag by whole calls (70-160 ms searches here) at p99;
-# one that never does lags by its host's scheduling and the GIL's 5 ms switch interval only.
+# A loop that waited on store calls would lag by whole calls (60-110 ms searches here) at p99;
+# one that never does lags by its own request work, its host's scheduling and the GIL only.
 MAX_P50_LAG_MS = 1.0
 MAX_P99_LAG_MS = 40.0
 

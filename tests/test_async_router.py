@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import sys
 import threading
 import time
 
@@ -416,6 +417,37 @@ def test_concurrency_must_be_a_positive_int(make_arouter, concurrency):
     router = make_arouter().router
     with pytest.raises(ConfigError, match="concurrency: expected an int of at least 1"):
         AsyncRouter(router, concurrency=concurrency)
+
+
+@pytest.mark.parametrize("niceness", [-1, 20, 2.5, True])
+def test_niceness_must_be_an_int_from_0_to_19(make_arouter, niceness):
+    router = make_arouter().router
+    with pytest.raises(ConfigError, match="niceness: expected an int from 0 to 19"):
+        AsyncRouter(router, niceness=niceness)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+@pytest.mark.parametrize("niceness", [0, 10])
+def test_store_calls_run_below_the_event_loops_priority(make_arouter, monkeypatch, niceness):
+    """On a host whose cores the stores keep busy, the loop must win a core from the workers."""
+    router = make_arouter(phase="legacy").router
+    store = router.stores["legacy"]
+    count = store.count
+    seen = []
+
+    def noting_priority():
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return count()
+
+    monkeypatch.setattr(store, "count", noting_priority)
+
+    async def scenario():
+        async with AsyncRouter(router, niceness=niceness) as arouter:
+            assert await arouter.count() == 0
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    loop_niceness = asyncio.run(scenario())
+    assert seen == [min(19, loop_niceness + niceness)]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")

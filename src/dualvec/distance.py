@@ -33,7 +33,7 @@ def distances(
     return cosine
 
 
-def top_k(dist: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.intp]:
+def top_k(dist: npt.NDArray[np.floating[Any]], k: int) -> npt.NDArray[np.intp]:
     """Indices of the k smallest distances, closest first."""
     candidates = np.argpartition(dist, k - 1)[:k] if k < len(dist) else np.arange(len(dist))
     return candidates[np.argsort(dist[candidates], kind="stable")]

@@ -27,9 +27,7 @@ counted and logged as a mismatch; one that vanishes was a race with a live write
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +42,7 @@ from dualvec.forking import working
 from dualvec.logs import get_logger
 from dualvec.metrics import STORES, CollectionMetrics, Outcome, Store
 from dualvec.mismatch_log import MismatchLog, MismatchSample, utc_now
+from dualvec.priority import lower_priority
 from dualvec.recent_writes import RecentWrites
 from dualvec.records import Hit
 
@@ -59,18 +58,6 @@ ErrorHook = Callable[[Stage, str, Exception], None]
 def log_shadow_error(stage: Stage, query_id: str, exc: Exception) -> None:
     """The default hook: one structlog event with the traceback."""
     log.warning("shadow_failed", stage=stage, query_id=query_id, exc_info=exc)
-
-
-def _lower_priority(niceness: int) -> None:
-    """Give this worker thread a lower CPU priority, so on a busy host the caller's own reads win
-    the cores. Linux schedules threads individually, so only the worker is affected; elsewhere
-    (or unprivileged failures) the worker simply keeps the process's priority."""
-    if niceness and hasattr(os, "setpriority"):
-        thread = threading.get_native_id()
-        with contextlib.suppress(OSError):
-            os.setpriority(
-                os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness)
-            )
 
 
 @dataclass(frozen=True)
@@ -124,7 +111,7 @@ class ShadowRunner(Closing):
         self._pool = ThreadPoolExecutor(
             max_workers=workers,
             thread_name_prefix="dualvec-shadow",
-            initializer=_lower_priority,
+            initializer=lower_priority,
             initargs=(niceness,),
         )
 
