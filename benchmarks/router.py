@@ -291,14 +291,14 @@ def measure_rollback(runs: int) -> dict[str, Any]:
             "DUALVEC_FLAG_FILE": str(flag_file),
             "DUALVEC_OUTBOX_PATH": str(folder / "outbox.db"),
         }
-        write_flag_file(flag_file, Flags(phase=Phase.DUAL, read_percent=100))
-        readers: list[Reader] = []
         measured = []
-        try:
-            for _ in range(ROLLBACK_PROCESSES):
-                readers.append(Reader(folder))  # one by one, so a failed start still stops the others
-            for _ in range(runs):
-                write_flag_file(flag_file, Flags(phase=Phase.DUAL, read_percent=100))
+        # Fresh readers every run: a reader quits a second after it has gone back to legacy.
+        for _ in range(runs):
+            write_flag_file(flag_file, Flags(phase=Phase.DUAL, read_percent=100))
+            readers: list[Reader] = []
+            try:
+                for _ in range(ROLLBACK_PROCESSES):
+                    readers.append(Reader(folder))  # one by one, so a failed start still stops the others
                 wait_for(readers, "target")
                 time.sleep(rng.uniform(0.2, 0.5))  # land anywhere in the readers' poll cycle
                 start = time.time()
@@ -317,9 +317,9 @@ def measure_rollback(runs: int) -> dict[str, Any]:
                         "from_return_s": [t - returned for t in switched],
                     }
                 )
-        finally:
-            for reader in readers:
-                reader.stop()
+            finally:
+                for reader in readers:
+                    reader.stop()
     # 0 when every process had switched before the command returned (it writes, then exits)
     last_from_return = [max(0.0, *run["from_return_s"]) for run in measured]
     last_from_write = [max(run["from_write_s"]) for run in measured]
