@@ -86,7 +86,7 @@ class _VectorCache:
             self.ids.append(record_id)
             self.index[record_id] = row
         self.matrix[row] = vector
-        self.norms[row] = _norms(self.matrix[row : row + 1])[0]
+        self.norms[row] = np.sqrt(np.dot(self.matrix[row], self.matrix[row]))  # one row: no einsum set-up
 
     def remove(self, record_id: str) -> None:
         row = self.index.pop(record_id, None)
